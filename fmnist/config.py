@@ -1,0 +1,90 @@
+"""The run's schema: one dataclass per config group (kept beside its builder), assembled here.
+
+Hydra composes `conf/` on top of `Config`, which rejects unknown keys and wrong types; `validate`
+then builds the dataclasses, whose checks reject bad values before any data is read.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fmnist.data import DataConfig
+from fmnist.errors import ConfigError, require
+from fmnist.losses import LossConfig
+from fmnist.models import ModelConfig
+from fmnist.optimizers import OptimizerConfig
+from fmnist.schedules import ScheduleConfig
+from fmnist.transforms import TransformConfig
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# Keys that change where or how a run is recorded, not what it computes.
+NON_SEMANTIC = ("tracking", "device", "progress", "threads", "data.root", "data.download")
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"  # relative SQLite paths are taken from the launch folder
+    experiment: str = "fmnist"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 0
+    batch_size: int = 128
+    device: str = "auto"  # auto: CUDA, then MPS, then CPU
+    threads: int | None = None  # torch CPU threads; None keeps torch's default
+    progress: bool = True  # per-batch progress bar (only on a terminal)
+
+    def __post_init__(self):
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}; got '{self.device}'")
+        require(self.threads is None or self.threads >= 1, f"threads must be >= 1 or null, got {self.threads}")
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="fmnist_schema", node=Config)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """The composed config as checked dataclasses; raises ConfigError with one clear sentence."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def semantic_params(cfg: DictConfig) -> dict[str, object]:
+    """Flattened config without the keys that do not change what a run computes."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    return {k: v for k, v in flat.items() if not any(k == s or k.startswith(f"{s}.") for s in NON_SEMANTIC)}
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """Same semantic config, same fingerprint: a run asked for twice is recognisable."""
+    canonical = json.dumps(semantic_params(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

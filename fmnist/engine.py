@@ -1,0 +1,137 @@
+"""The training loop. It takes ready objects and plain values: no Hydra, no MLflow."""
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from fmnist.data import Dataset, Split, batches
+from fmnist.transforms import BatchTransform
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+CHECK_EVERY = 50  # steps between finiteness checks (each one syncs with the device)
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class EpochResult:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    seconds: float  # wall time of the epoch, validation included
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "train/loss": self.train_loss,
+            "train/acc": self.train_acc,
+            "val/loss": self.val_loss,
+            "val/acc": self.val_acc,
+            "epoch/seconds": self.seconds,
+        }
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    acc: float
+    predictions: torch.Tensor  # (N,) predicted class per example, on the CPU
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, transform: BatchTransform, loss_fn: LossFn, batch_size: int = 1000) -> Evaluation:
+    model.eval()
+    loss_sum = torch.zeros((), device=split.labels.device)
+    predictions = []
+    for images, labels in batches(split, batch_size):
+        logits = model(transform.eval(images)).float()
+        loss_sum += loss_fn(logits, labels) * len(labels)
+        predictions.append(logits.argmax(dim=1))
+    predicted = torch.cat(predictions)
+    acc = (predicted == split.labels).float().mean().item()
+    return Evaluation(loss_sum.item() / len(split), acc, predicted.cpu())
+
+
+def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss_sum):
+        raise Diverged(f"training loss became {loss_sum.item()} in epoch {epoch} by step {step}; lower optimizer.lr")
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    transform: BatchTransform,
+    split: Split,
+    batch_size: int,
+    generator: torch.Generator,
+    set_lr: Callable[[float], None],
+    epoch: int,
+    progress: bool,
+) -> tuple[float, float]:
+    """One pass over `split`; returns mean training loss and accuracy."""
+    model.train()
+    steps = -(-len(split) // batch_size)
+    loss_sum = torch.zeros((), device=split.labels.device)
+    correct = torch.zeros((), device=split.labels.device, dtype=torch.long)
+    bar = tqdm(batches(split, batch_size, generator), total=steps, desc=f"epoch {epoch}", disable=None if progress else True, leave=False)
+    for step, (images, labels) in enumerate(bar):
+        set_lr(epoch - 1 + step / steps)
+        logits = model(transform.train(images, generator))
+        loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.argmax(dim=1) == labels).sum()
+        if (step + 1) % CHECK_EVERY == 0:
+            _check_finite(loss_sum, epoch, step + 1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    _check_finite(loss_sum, epoch, steps)
+    return loss_sum.item() / len(split), correct.item() / len(split)
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    lr_factor: Callable[[float], float],
+    transform: BatchTransform,
+    data: Dataset,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    on_epoch: Callable[[EpochResult], None] = lambda result: None,
+    progress: bool = True,
+) -> list[EpochResult]:
+    """Train for `epochs`, validating after each; `lr_factor(epochs elapsed)` scales the base lr."""
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    def set_lr(elapsed: float) -> None:
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * lr_factor(elapsed)
+
+    history = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        train_loss, train_acc = train_epoch(
+            model, optimizer, loss_fn, transform, data.train, batch_size, generator, set_lr, epoch, progress
+        )
+        val = evaluate(model, data.val, transform, loss_fn)
+        result = EpochResult(epoch, train_loss, train_acc, val.loss, val.acc, time.perf_counter() - start)
+        history.append(result)
+        print(
+            f"epoch {epoch}/{epochs}  train/loss {train_loss:.4f}  train/acc {train_acc:.4f}  "
+            f"val/loss {val.loss:.4f}  val/acc {val.acc:.4f}  {result.seconds:.1f}s",
+            file=sys.stderr,
+        )
+        on_epoch(result)
+    return history

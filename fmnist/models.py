@@ -1,0 +1,95 @@
+"""The study's three classifiers. Every model takes (B, 1, 28, 28) floats and returns (B, 10) logits."""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from fmnist.errors import require, require_choice
+from fmnist.registry import Registry
+
+MODELS: Registry = Registry("model")
+NUM_CLASSES = 10
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18"
+    hidden: list[int] = field(default_factory=lambda: [512, 256])  # mlp: widths of hidden layers
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # vgg: width of each stage
+    dropout: float = 0.2  # mlp and vgg classifier heads
+    stem: str = "imagenet"  # resnet18: 'imagenet' (7x7 stride 2 + max-pool) or 'cifar' (3x3 stride 1)
+    resize: int = 28  # resnet18: input side length; 224 is the study's exact setting
+
+    def __post_init__(self):
+        require_choice("model", self.name, MODELS)
+        require(all(h >= 1 for h in self.hidden), f"model.hidden widths must be >= 1, got {self.hidden}")
+        require(
+            len(self.channels) >= 1 and all(c >= 1 for c in self.channels),
+            f"model.channels must be a non-empty list of widths >= 1, got {self.channels}",
+        )
+        require(len(self.channels) <= 4, f"model.channels: at most 4 stages fit 28x28 input, got {self.channels}")
+        require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+        require(self.stem in ("imagenet", "cifar"), f"model.stem must be 'imagenet' or 'cifar', got '{self.stem}'")
+        require(self.resize >= 28, f"model.resize must be >= 28 pixels, got {self.resize}")
+
+
+@MODELS.register("mlp")
+def mlp(cfg: ModelConfig) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = 28 * 28
+    for hidden in cfg.hidden:
+        layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout)]
+        width = hidden
+    layers.append(nn.Linear(width, NUM_CLASSES))
+    return nn.Sequential(*layers)
+
+
+def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+@MODELS.register("vgg")
+def vgg(cfg: ModelConfig) -> nn.Module:
+    # VGG pattern sized for 28x28: two 3x3 conv-BN-ReLU layers per stage, then 2x2 max-pool.
+    layers: list[nn.Module] = []
+    c_in, side = 1, 28
+    for width in cfg.channels:
+        layers += _conv_bn_relu(c_in, width) + _conv_bn_relu(width, width) + [nn.MaxPool2d(2)]
+        c_in, side = width, side // 2
+    head = [
+        nn.Flatten(),
+        nn.Linear(c_in * side * side, 256),
+        nn.ReLU(inplace=True),
+        nn.Dropout(cfg.dropout),
+        nn.Linear(256, NUM_CLASSES),
+    ]
+    return nn.Sequential(*layers, *head)
+
+
+class Resize(nn.Module):
+    def __init__(self, side: int):
+        super().__init__()
+        self.side = side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False)
+
+
+@MODELS.register("resnet18")
+def resnet18(cfg: ModelConfig) -> nn.Module:
+    net = torchvision.models.resnet18(weights=None, num_classes=NUM_CLASSES)
+    if cfg.stem == "imagenet":
+        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    else:
+        net.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    if cfg.resize == 28:
+        return net
+    return nn.Sequential(Resize(cfg.resize), net)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    return MODELS.get(cfg.name)(cfg)

@@ -1,0 +1,51 @@
+"""Figures: learning curves (the study's Figures 1-5) and confusion matrices."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def learning_curves(curves: dict[str, dict[str, list[float]]], path: Path, title: str = "") -> None:
+    """`curves[label][metric]`, metric in train/acc, val/acc, train/loss, val/loss, indexed by epoch - 1."""
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, series in curves.items():
+        for split, style in (("train", "--"), ("val", "-")):
+            for ax, kind in ((ax_acc, "acc"), (ax_loss, "loss")):
+                values = series.get(f"{split}/{kind}", [])
+                if values:
+                    epochs = range(1, len(values) + 1)
+                    prefix = f"{label} " if label else ""
+                    ax.plot(epochs, values, style, marker="o", markersize=3, label=f"{prefix}{split}")
+    for ax, kind in ((ax_acc, "accuracy"), (ax_loss, "loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(kind)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def confusion_matrix(confusion, path: Path, title: str = "") -> None:
+    counts = confusion.numpy()
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.imshow(counts, cmap="Blues")
+    ticks = range(len(CLASS_NAMES))
+    ax.set_xticks(ticks, CLASS_NAMES, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(ticks, CLASS_NAMES, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = counts.max() / 2
+    for i in ticks:
+        for j in ticks:
+            ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=7, color="white" if counts[i, j] > threshold else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,97 @@
+"""Everything that talks to MLflow lives here."""
+
+import logging
+import time
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+# Tags every fmnist run carries.
+SWEEP_TAG = "fmnist.sweep_id"
+FINGERPRINT_TAG = "fmnist.fingerprint"
+FAILURE_TAG = "fmnist.failure"
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
+
+
+def resolve_uri(uri: str, base: Path) -> str:
+    """Anchor a relative `sqlite:///file.db` at `base`, so every process sees the same store."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        return prefix + str((base / uri[len(prefix) :]).resolve())
+    if "://" not in uri:  # a bare path: treat it as a SQLite file
+        return prefix + str((base / uri).resolve())
+    return uri
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store go in `mlartifacts/` beside the database file, not the cwd."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+    return None  # a tracking server decides for itself
+
+
+def _quiet_mlflow() -> None:
+    # Store creation logs alembic migrations at INFO; users need none of it.
+    for name in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Tracker:
+    """One tracking store and experiment."""
+
+    def __init__(self, uri: str, experiment: str):
+        _quiet_mlflow()
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = self._experiment_id(experiment)
+
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        root = _artifact_root(self.uri)
+        try:
+            return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+        except MlflowException:
+            # Another job created it between our look-up and our create.
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def start_run(self, name: str, params: dict[str, object], tags: dict[str, str]) -> "TrackedRun":
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        tracked = TrackedRun(self.client, run.info.run_id)
+        tracked.log_params(params)
+        return tracked
+
+
+class TrackedRun:
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, object]) -> None:
+        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifacts(self, folder: Path) -> None:
+        self.client.log_artifacts(self.run_id, str(folder))
+
+    def finish(self) -> None:
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def fail(self, reason: str, killed: bool = False) -> None:
+        self.set_tags({FAILURE_TAG: reason, "mlflow.note.content": f"Run stopped: {reason}"})
+        status = RunStatus.KILLED if killed else RunStatus.FAILED
+        self.client.set_terminated(self.run_id, RunStatus.to_string(status))

@@ -1,0 +1,100 @@
+"""Batched tensor transforms: uint8 images (B, 28, 28) in, normalized floats (B, 1, 28, 28) out.
+
+Augmentations run on the whole batch at once, on the batch's device, and draw their randomness
+from an explicit generator. They apply to training batches only.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from fmnist.errors import ConfigError, require
+from fmnist.registry import Registry
+
+AUGMENTATIONS: Registry = Registry("augmentation")
+
+# Mean and std of the Fashion-MNIST training pixels, scaled to [0, 1].
+FMNIST_MEAN = 0.2860
+FMNIST_STD = 0.3530
+
+
+@dataclass
+class TransformConfig:
+    augment: list[str] = field(default_factory=list)  # applied in this order, training only
+    mean: float = FMNIST_MEAN
+    std: float = FMNIST_STD
+    flip_p: float = 0.5  # probability of a horizontal flip
+    crop_padding: int = 2  # pixels of zero padding before the random 28x28 crop
+    rotate_degrees: float = 10.0  # angles drawn uniformly from [-d, d]
+
+    def __post_init__(self):
+        for name in self.augment:
+            if name not in AUGMENTATIONS:
+                raise ConfigError(AUGMENTATIONS.unknown_message(name))
+        require(self.std > 0, f"transform.std must be > 0, got {self.std}")
+        require(0.0 <= self.flip_p <= 1.0, f"transform.flip_p must be in [0, 1], got {self.flip_p}")
+        require(self.crop_padding >= 0, f"transform.crop_padding must be >= 0, got {self.crop_padding}")
+        require(
+            0.0 <= self.rotate_degrees <= 180.0,
+            f"transform.rotate_degrees must be in [0, 180], got {self.rotate_degrees}",
+        )
+
+
+def _uniform(n: int, generator: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=device)
+
+
+@AUGMENTATIONS.register("flip")
+def random_flip(images: torch.Tensor, generator: torch.Generator, cfg: TransformConfig) -> torch.Tensor:
+    flip = _uniform(len(images), generator, images.device) < cfg.flip_p
+    return torch.where(flip[:, None, None], images.flip(-1), images)
+
+
+@AUGMENTATIONS.register("crop")
+def random_crop(images: torch.Tensor, generator: torch.Generator, cfg: TransformConfig) -> torch.Tensor:
+    pad = cfg.crop_padding
+    if pad == 0:
+        return images
+    n, height, width = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=images.device)
+    rows = dy[:, None] + torch.arange(height, device=images.device)  # (n, height)
+    cols = dx[:, None] + torch.arange(width, device=images.device)  # (n, width)
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded[batch, rows[:, :, None], cols[:, None, :]]
+
+
+@AUGMENTATIONS.register("rotate")
+def random_rotate(images: torch.Tensor, generator: torch.Generator, cfg: TransformConfig) -> torch.Tensor:
+    n = len(images)
+    angles = (2 * _uniform(n, generator, images.device) - 1) * math.radians(cfg.rotate_degrees)
+    cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(images.dtype), [n, 1, *images.shape[1:]], align_corners=False)
+    return F.grid_sample(images[:, None], grid, align_corners=False, padding_mode="zeros")[:, 0]
+
+
+class BatchTransform:
+    """Turns uint8 batches into model input: `train` augments, `eval` only normalizes."""
+
+    def __init__(self, cfg: TransformConfig):
+        self.cfg = cfg
+        self.augmentations = [AUGMENTATIONS.get(name) for name in cfg.augment]
+
+    def train(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = images.float().div_(255.0)
+        for augment in self.augmentations:
+            x = augment(x, generator, self.cfg)
+        return self._normalize(x)
+
+    def eval(self, images: torch.Tensor) -> torch.Tensor:
+        return self._normalize(images.float().div_(255.0))
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.cfg.mean) / self.cfg.std).unsqueeze(1)
+
+
+def build_transform(cfg: TransformConfig) -> BatchTransform:
+    return BatchTransform(cfg)
