@@ -2,11 +2,14 @@
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
+
+from fmnist.errors import UserError
 
 # Tags every fmnist run carries.
 SWEEP_TAG = "fmnist.sweep_id"
@@ -38,14 +41,36 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-class Tracker:
-    """One tracking store and experiment."""
+@dataclass
+class RunRecord:
+    """A run as the report sees it: plain values, no MLflow objects."""
 
-    def __init__(self, uri: str, experiment: str):
+    run_id: str
+    name: str
+    status: str  # FINISHED, FAILED, KILLED or RUNNING
+    params: dict[str, str]
+    metrics: dict[str, float]  # the last value of each metric
+    tags: dict[str, str]
+    start_time: int  # milliseconds since the epoch
+
+
+class Tracker:
+    """One tracking store and experiment. With `create=False` both must already exist."""
+
+    def __init__(self, uri: str, experiment: str, create: bool = True):
         _quiet_mlflow()
         self.uri = uri
+        if not create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+            raise UserError(f"no tracking store at {uri}; run `python -m fmnist.run` first or pass the right --tracking-uri")
         self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment_id(experiment)
+        if create:
+            self.experiment_id = self._experiment_id(experiment)
+            return
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            names = ", ".join(e.name for e in self.client.search_experiments()) or "none"
+            raise UserError(f"no experiment '{experiment}' in {uri}; experiments there: {names}")
+        self.experiment_id = found.experiment_id
 
     def _experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -60,6 +85,31 @@ class Tracker:
             if found is None:
                 raise
             return found.experiment_id
+
+    def runs(self, filter_string: str = "") -> list[RunRecord]:
+        """Runs of the experiment matching an MLflow filter string, oldest first."""
+        try:
+            found = self.client.search_runs(
+                [self.experiment_id], filter_string=filter_string, max_results=50_000, order_by=["attributes.start_time ASC"]
+            )
+        except MlflowException as err:
+            raise UserError(f"the tracking store refused the filter {filter_string!r}: {err.message}") from None
+        return [
+            RunRecord(
+                run.info.run_id,
+                run.info.run_name,
+                run.info.status,
+                dict(run.data.params),
+                dict(run.data.metrics),
+                dict(run.data.tags),
+                run.info.start_time,
+            )
+            for run in found
+        ]
+
+    def history(self, run_id: str, key: str) -> list[float]:
+        """A metric's values ordered by step."""
+        return [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
     def start_run(self, name: str, params: dict[str, object], tags: dict[str, str]) -> "TrackedRun":
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
