@@ -9,6 +9,7 @@ import argparse
 import csv
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def select_runs(tracker: Tracker, sweep: str | None, all_runs: bool, filter_stri
     return runs, f"sweep_{sweep}"
 
 
-def report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, name: str) -> list[dict[str, object]]:
+def report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, name: str, command: str) -> list[dict[str, object]]:
     finished = [r for r in runs if r.status == "FINISHED"]
     stopped = [r for r in runs if r.status != "FINISHED"]
     keys = varying_params(finished)
@@ -90,8 +91,7 @@ def report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, name: str) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows)
     failed_table = f"\nRuns that did not finish ({len(failures)}):\n\n{markdown_table(failures)}" if failures else ""
-    command = "python -m fmnist.report " + " ".join(sys.argv[1:])
-    (out_dir / f"{name}.md").write_text(f"# {name}\n\nMade by `{command.strip()}`.\n\n{table}{failed_table}")
+    (out_dir / f"{name}.md").write_text(f"# {name}\n\nMade by `{command}`.\n\n{table}{failed_table}")
     write_csv(rows, out_dir / f"{name}.csv")
     if curves:
         plots.learning_curves(curves, out_dir / f"{name}_curves.png", title=name)
@@ -122,11 +122,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    command = shlex.join(["python", "-m", "fmnist.report", *argv])
     try:
         tracker = Tracker(resolve_uri(args.tracking_uri, Path.cwd()), args.experiment, create=False)
         runs, name = select_runs(tracker, args.sweep, args.all, args.filter)
-        report(tracker, runs, args.out, safe_name(args.name or name))
+        report(tracker, runs, args.out, safe_name(args.name or name), command)
     except UserError as err:
         sys.exit(f"error: {err}")
 

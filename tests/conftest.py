@@ -1,0 +1,58 @@
+"""Shared fixtures: the real Hydra config, tiny IDX files written on the spot, the real data set."""
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from fmnist.config import register_schema
+from fmnist.data import DEBIAN_ROOT, ENV_VAR, FILES, DataConfig, locate
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+register_schema()
+
+
+def idx_bytes(tensor: torch.Tensor) -> bytes:
+    header = bytes([0, 0, 0x08, tensor.dim()]) + b"".join(s.to_bytes(4, "big") for s in tensor.shape)
+    return header + tensor.to(torch.uint8).numpy().tobytes()
+
+
+def write_tiny_fmnist(root: Path, n_train: int = 64, n_test: int = 32, gz: bool = True, seed: int = 0) -> Path:
+    """Four valid IDX files with random pixels and balanced labels (not the real checksums)."""
+    g = torch.Generator().manual_seed(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        images_name, labels_name, _ = FILES[split]
+        images = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
+        labels = torch.arange(n) % 10
+        for name, tensor in ((images_name, images), (labels_name, labels)):
+            data = idx_bytes(tensor)
+            if gz:
+                (root / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (root / name).write_bytes(data)
+    return root
+
+
+def compose_config(overrides: list[str] = ()):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    return write_tiny_fmnist(tmp_path / "tiny")
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    """The real Fashion-MNIST; CI sets FMNIST_REQUIRE_REAL_DATA=1 so a missing copy fails, not skips."""
+    try:
+        return locate(DataConfig(download=False))
+    except Exception as err:
+        if os.environ.get("FMNIST_REQUIRE_REAL_DATA") == "1":
+            raise
+        pytest.skip(f"real data set not here ({err.__class__.__name__}); install dataset-fashion-mnist or set {ENV_VAR}")

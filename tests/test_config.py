@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf.errors import ConfigAttributeError, ValidationError
+
+from fmnist.config import Config, fingerprint, validate
+from fmnist.errors import ConfigError
+from tests.conftest import CONF_DIR, compose_config
+
+GROUPS = ("model", "transform", "loss", "optimizer", "schedule", "experiment")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def test_defaults_are_the_studys_table_1_baseline():
+    settings = validate(compose_config())
+    assert isinstance(settings, Config)
+    assert settings.model.name == "resnet18" and settings.transform.augment == []
+    assert settings.loss.name == "ce" and settings.optimizer.name == "adam"
+    assert settings.optimizer.lr == 3e-4 and settings.schedule.epochs == 5 and settings.schedule.name == "constant"
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_of_every_group_composes_and_validates(group, option):
+    cfg = compose_config([f"{group}={option}"])
+    settings = validate(cfg)
+    if group in ("model", "loss", "optimizer", "schedule"):
+        assert getattr(settings, group).name == option
+
+
+def test_every_registered_name_has_a_config_file():
+    from fmnist.losses import LOSSES
+    from fmnist.models import MODELS
+    from fmnist.optimizers import OPTIMIZERS
+    from fmnist.schedules import SCHEDULES
+
+    for group, registry in (("model", MODELS), ("loss", LOSSES), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        assert options(group) == registry.names()
+
+
+def test_study_values_per_option():
+    assert validate(compose_config(["optimizer=sgd"])).optimizer.lr == 1e-3
+    assert validate(compose_config(["transform=flip"])).transform.augment == ["flip"]
+
+
+def test_wrong_group_option_names_the_valid_ones():
+    with pytest.raises(MissingConfigException) as err:
+        compose_config(["loss=mes"])
+    assert "mse" in str(err.value.options) and "nll" in str(err.value.options)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimizer.lr=-0.1", "optimizer.lr must be > 0, got -0.1"),
+        ("schedule.epochs=0", "schedule.epochs must be >= 1, got 0"),
+        ("batch_size=0", "batch_size must be >= 1, got 0"),
+        ("loss.name=mes", "unknown loss 'mes'; choose one of: ce, mae, mse, nll"),
+        ("device=tpu", "device must be one of"),
+        ("data.val_size=0", "data.val_size"),
+    ],
+)
+def test_bad_values_are_refused_with_one_sentence(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_config([override]))
+
+
+@pytest.mark.parametrize(
+    "override,cause,message",
+    [
+        ("optimizer.lr=fast", ValidationError, "'fast' of type 'str' could not be converted to Float"),
+        ("optimizer.lrate=0.1", ConfigAttributeError, "Key 'lrate' not in 'OptimizerConfig'"),
+    ],
+)
+def test_wrong_types_and_unknown_keys_are_refused_at_compose_time(override, cause, message):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config([override])
+    assert isinstance(err.value.__cause__, cause) and message in str(err.value.__cause__)
+
+
+def test_fingerprint_ignores_where_a_run_is_recorded_but_not_what_it_computes():
+    base = fingerprint(compose_config())
+    assert fingerprint(compose_config()) == base
+    assert fingerprint(compose_config(["tracking.uri=sqlite:///elsewhere.db", "device=cpu", "progress=false"])) == base
+    assert fingerprint(compose_config(["seed=1"])) != base
+    assert fingerprint(compose_config(["loss=mse"])) != base

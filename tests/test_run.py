@@ -1,0 +1,127 @@
+"""End to end: real Hydra, real SQLite MLflow store in tmp_path, real Fashion-MNIST (a small subset)."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from fmnist import report
+from fmnist.run import Launch, execute
+from fmnist.tracking import FAILURE_TAG, FINGERPRINT_TAG, SWEEP_TAG
+from tests.conftest import compose_config
+
+pytestmark = pytest.mark.slow
+QUICK = ["model=mlp", "data.train_size=2000", "progress=false"]
+EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc", "epoch/seconds"}
+ARTIFACTS = {"config.yaml", "learning_curves.png", "confusion_matrix.png", "per_class_accuracy.csv", "test_predictions.csv", "model.pt"}
+
+
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def runs_of(uri: str, experiment: str = "fmnist"):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, ([] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]))
+
+
+def cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "fmnist.run", *overrides, f"hydra.run.dir={tmp_path}/out", f"hydra.sweep.dir={tmp_path}/multi"]
+    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def test_one_run_records_params_metrics_per_epoch_tags_and_artifacts(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    cfg = compose_config([*QUICK, "schedule.epochs=2", f"tracking.uri={uri}", f"data.root={real_data_root}"])
+    accuracy = execute(cfg, Launch("model=mlp schedule.epochs=2", "sweep-1", tmp_path))
+    assert accuracy > 0.7
+
+    client, (run,) = runs_of(uri)
+    assert run.info.status == "FINISHED" and run.info.run_name == "model=mlp schedule.epochs=2"
+    assert run.data.params["model.name"] == "mlp" and run.data.params["optimizer.lr"] == "0.0003"
+    assert run.data.params["schedule.epochs"] == "2" and run.data.params["data.train_size"] == "2000"
+    for key in EPOCH_METRICS:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+    assert run.data.metrics["test/acc"] == pytest.approx(accuracy)
+    assert 0 < run.data.metrics["test/loss"] < 1.5
+    assert run.data.tags[SWEEP_TAG] == "sweep-1" and len(run.data.tags[FINGERPRINT_TAG]) == 16
+    assert run.data.tags["fmnist.device"] == "cpu" and run.data.tags["fmnist.host"]
+    assert run.data.tags["mlflow.source.git.commit"]
+
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS
+    folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl")))
+    rows = list(csv.DictReader((folder / "test_predictions.csv").open()))
+    assert len(rows) == 10_000
+    assert sum(r["label"] == r["prediction"] for r in rows) / 10_000 == pytest.approx(accuracy)
+    state = torch.load(folder / "model.pt", weights_only=True)
+    assert state["1.weight"].shape == (512, 784)
+    per_class = list(csv.DictReader((folder / "per_class_accuracy.csv").open()))
+    assert len(per_class) == 10 and sum(int(r["count"]) for r in per_class) == 10_000
+    assert "name: mlp" in (folder / "config.yaml").read_text()
+    assert (tmp_path / "mlartifacts").is_dir()  # beside the store, not in the cwd of some job
+
+
+def test_a_three_job_sweep_gives_three_runs_under_one_sweep_id_and_a_report(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    done = cli(tmp_path, "-m", "loss=ce,mse,nll", *QUICK, "schedule.epochs=1", f"tracking.uri={uri}", f"data.root={real_data_root}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, runs = runs_of(uri)
+    assert [r.info.status for r in runs] == ["FINISHED"] * 3
+    assert sorted(r.data.params["loss.name"] for r in runs) == ["ce", "mse", "nll"]
+    assert len({r.data.tags[SWEEP_TAG] for r in runs}) == 1
+    assert len({r.data.tags[FINGERPRINT_TAG] for r in runs}) == 3
+    assert [m.step for m in client.get_metric_history(runs[1].info.run_id, "val/acc")] == [1]
+
+    report.main(["--tracking-uri", uri, "--out", str(tmp_path / "results"), "--name", "losses"])
+    table = (tmp_path / "results" / "losses.md").read_text()
+    assert table.count("| loss=") == 3 and "loss.name" in table and "test/acc" in table
+    rows = list(csv.DictReader((tmp_path / "results" / "losses.csv").open()))
+    assert [r["loss.name"] for r in rows] == ["ce", "mse", "nll"]
+    expected = {r.data.params["loss.name"]: r.data.metrics["test/acc"] for r in runs}
+    assert all(float(r["test/acc"]) == pytest.approx(expected[r["loss.name"]]) for r in rows)
+    assert (tmp_path / "results" / "losses_curves.png").stat().st_size > 10_000
+
+
+def test_a_diverging_job_is_marked_failed_and_the_sweep_carries_on(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    done = cli(
+        tmp_path, "-m", "optimizer=sgd", "optimizer.momentum=0.9", "optimizer.lr=1e12,1e-3", *QUICK,
+        "schedule.epochs=1", f"tracking.uri={uri}", f"data.root={real_data_root}",
+    )
+    assert done.returncode != 0
+    _, runs = runs_of(uri)
+    assert [r.info.status for r in runs] == ["FAILED", "FINISHED"]
+    assert "training loss became nan" in runs[0].data.tags[FAILURE_TAG]
+
+    report.main(["--tracking-uri", uri, "--out", str(tmp_path / "results"), "--name", "diverged"])
+    table = (tmp_path / "results" / "diverged.md").read_text()
+    assert "Runs that did not finish (1)" in table and "training loss became nan" in table
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimizer.lr=-1", "error: optimizer.lr must be > 0, got -1.0"),
+        ("data.root=/no/such/folder", "Fashion-MNIST not found"),
+        ("device=cuda", "device=cuda was asked for but none is available"),
+    ],
+)
+def test_bad_input_gives_one_clear_line_and_writes_no_run(tmp_path, override, message):
+    if override.startswith("device") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    uri = store(tmp_path)
+    done = cli(tmp_path, *QUICK, f"tracking.uri={uri}", override)
+    assert done.returncode != 0
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert runs_of(uri)[1] == []
+
+
+def test_wrong_group_option_lists_the_valid_ones(tmp_path):
+    done = cli(tmp_path, "loss=mes")
+    assert done.returncode != 0
+    assert "Could not find 'loss/mes'" in done.stderr and "mse" in done.stderr and "nll" in done.stderr

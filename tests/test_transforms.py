@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from fmnist.errors import ConfigError
+from fmnist.transforms import AUGMENTATIONS, FMNIST_MEAN, FMNIST_STD, TransformConfig, build_transform
+
+
+@pytest.fixture
+def images():
+    return torch.randint(0, 256, (8, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def denormalize(x):
+    return (x[:, 0] * FMNIST_STD + FMNIST_MEAN) * 255
+
+
+def test_eval_only_normalizes(images):
+    out = build_transform(TransformConfig(augment=["flip", "crop", "rotate"])).eval(images)
+    assert out.shape == (8, 1, 28, 28) and out.dtype == torch.float32
+    torch.testing.assert_close(denormalize(out), images.float(), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS.names())
+def test_every_augmentation_keeps_shape_and_is_reproducible_from_its_generator(name, images):
+    transform = build_transform(TransformConfig(augment=[name]))
+    a, b = transform.train(images, gen(1)), transform.train(images, gen(1))
+    assert a.shape == (8, 1, 28, 28)
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a, transform.train(images, gen(2)))
+
+
+def test_flip_really_flips(images):
+    always = build_transform(TransformConfig(augment=["flip"], flip_p=1.0)).train(images, gen())
+    never = build_transform(TransformConfig(augment=["flip"], flip_p=0.0)).train(images, gen())
+    torch.testing.assert_close(denormalize(always), images.flip(-1).float(), atol=1e-3, rtol=0)
+    torch.testing.assert_close(denormalize(never), images.float(), atol=1e-3, rtol=0)
+    half = build_transform(TransformConfig(augment=["flip"], flip_p=0.5)).train(images.repeat(50, 1, 1), gen())
+    flipped = (denormalize(half) - images.flip(-1).float().repeat(50, 1, 1)).abs().amax(dim=(1, 2)) < 1e-3
+    assert 0.3 < flipped.float().mean() < 0.7
+
+
+def test_crop_shifts_the_image_within_the_padding():
+    image = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    image[0, 10, 12] = 255
+    transform = build_transform(TransformConfig(augment=["crop"], crop_padding=3))
+    for seed in range(20):
+        out = denormalize(transform.train(image, gen(seed)))[0]
+        y, x = divmod(int(out.argmax()), 28)
+        assert abs(y - 10) <= 3 and abs(x - 12) <= 3 and out.max() > 250
+
+
+def test_rotate_by_zero_degrees_is_the_identity_and_rotation_moves_pixels(images):
+    still = build_transform(TransformConfig(augment=["rotate"], rotate_degrees=0.0)).train(images, gen())
+    torch.testing.assert_close(denormalize(still), images.float(), atol=1e-2, rtol=0)
+    turned = build_transform(TransformConfig(augment=["rotate"], rotate_degrees=90.0)).train(images, gen())
+    assert (denormalize(turned) - images.float()).abs().mean() > 10
+
+
+def test_unknown_augmentation_is_refused():
+    with pytest.raises(ConfigError, match="unknown augmentation 'flop'; choose one of: crop, flip, rotate"):
+        TransformConfig(augment=["flop"])
