@@ -235,7 +235,7 @@ def batches(split: Split, batch_size: int, generator: torch.Generator | None = N
 
 def main() -> None:
     try:
-        root = locate(DataConfig())
+        root = locate(DataConfig(download="--no-download" not in sys.argv[1:]))
         for split in FILES:
             load_split(root, split, verify=True)
     except DataError as err:

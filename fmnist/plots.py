@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -21,7 +22,9 @@ def learning_curves(curves: dict[str, dict[str, list[float]]], path: Path, title
                     epochs = range(1, len(values) + 1)
                     prefix = f"{label} " if label else ""
                     ax.plot(epochs, values, style, marker="o", markersize=3, label=f"{prefix}{split}")
+    ax_loss.set_yscale("log")  # losses of different kinds (ce, mse) differ by orders of magnitude
     for ax, kind in ((ax_acc, "accuracy"), (ax_loss, "loss")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(kind)
         ax.grid(alpha=0.3)

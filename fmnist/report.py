@@ -83,7 +83,8 @@ def report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, name: str, co
     for run in finished:
         run_curves = {key: tracker.history(run.run_id, key) for key in CURVE_KEYS}
         rows.append(result_row(run, run_curves, tracker.history(run.run_id, "epoch/seconds"), keys))
-        curves[run.name] = {k: v for k, v in run_curves.items() if k.startswith("val/")}
+        label = " ".join(f"{k}={run.params.get(k)}" for k in keys) or run.name
+        curves[label] = {k: v for k, v in run_curves.items() if k.startswith("val/")}
     failures = [
         {"run": r.name, "status": r.status, "reason": r.tags.get(FAILURE_TAG, "still running or stopped without a reason")}
         for r in stopped
