@@ -32,6 +32,15 @@ class TrackingConfig:
 
 
 @dataclass
+class StudyConfig:
+    cell: str | None = None  # the study cell this run stands for (tag fmnist.cell), e.g. baseline, sgd
+    test_at: list[int] = field(default_factory=list)  # also evaluate the test set after these epochs
+
+    def __post_init__(self):
+        require(all(e >= 1 for e in self.test_at), f"study.test_at epochs must be >= 1, got {self.test_at}")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     transform: TransformConfig = field(default_factory=TransformConfig)
@@ -40,6 +49,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     seed: int = 0
     batch_size: int = 128
     device: str = "auto"  # auto: CUDA, then MPS, then CPU
@@ -50,6 +60,8 @@ class Config:
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}; got '{self.device}'")
         require(self.threads is None or self.threads >= 1, f"threads must be >= 1 or null, got {self.threads}")
+        late = [e for e in self.study.test_at if e > self.schedule.epochs]
+        require(not late, f"study.test_at has epochs {late} beyond schedule.epochs={self.schedule.epochs}")
 
 
 def register_schema() -> None:

@@ -13,9 +13,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from fmnist import plots
+from fmnist import plots, study
 from fmnist.errors import UserError
-from fmnist.tracking import FAILURE_TAG, SWEEP_TAG, RunRecord, Tracker, resolve_uri
+from fmnist.tracking import CELL_TAG, FAILURE_TAG, SWEEP_TAG, RunRecord, Tracker, resolve_uri
 
 CURVE_KEYS = ("train/acc", "val/acc", "train/loss", "val/loss")
 RESULT_COLUMNS = ("epochs", "val/acc", "val/loss", "test/acc", "test/loss", "seconds")
@@ -75,9 +75,18 @@ def select_runs(tracker: Tracker, sweep: str | None, all_runs: bool, filter_stri
     return runs, f"sweep_{sweep}"
 
 
-def report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, name: str, command: str) -> list[dict[str, object]]:
+def failures_section(runs: list[RunRecord]) -> str:
+    failures = [
+        {"run": r.name, "status": r.status, "reason": r.tags.get(FAILURE_TAG, "still running or stopped without a reason")}
+        for r in runs
+        if r.status != "FINISHED"
+    ]
+    return f"\nRuns that did not finish ({len(failures)}):\n\n{markdown_table(failures)}" if failures else ""
+
+
+def comparison_report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, name: str, command: str) -> list[Path]:
+    """One row per finished run: the params that differ, then the final figures."""
     finished = [r for r in runs if r.status == "FINISHED"]
-    stopped = [r for r in runs if r.status != "FINISHED"]
     keys = varying_params(finished)
     rows, curves = [], {}
     for run in finished:
@@ -85,20 +94,99 @@ def report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, name: str, co
         rows.append(result_row(run, run_curves, tracker.history(run.run_id, "epoch/seconds"), keys))
         label = " ".join(f"{k}={run.params.get(k)}" for k in keys) or run.name
         curves[label] = {k: v for k, v in run_curves.items() if k.startswith("val/")}
-    failures = [
-        {"run": r.name, "status": r.status, "reason": r.tags.get(FAILURE_TAG, "still running or stopped without a reason")}
-        for r in stopped
-    ]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(rows)
-    failed_table = f"\nRuns that did not finish ({len(failures)}):\n\n{markdown_table(failures)}" if failures else ""
-    (out_dir / f"{name}.md").write_text(f"# {name}\n\nMade by `{command}`.\n\n{table}{failed_table}")
-    write_csv(rows, out_dir / f"{name}.csv")
+    table = markdown_table(rows) + failures_section(runs)
+    files = [out_dir / f"{name}.md", out_dir / f"{name}.csv"]
+    files[0].write_text(f"# {name}\n\nMade by `{command}`.\n\n{table}")
+    write_csv(rows, files[1])
     if curves:
-        plots.learning_curves(curves, out_dir / f"{name}_curves.png", title=name)
-    print(table + failed_table)
-    print(f"wrote {out_dir / name}.md, .csv" + (", _curves.png" if curves else ""))
-    return rows
+        files.append(out_dir / f"{name}_curves.png")
+        plots.learning_curves(curves, files[-1], title=name)
+    print(table)
+    return files
+
+
+def _pp(value: float | None, signed: bool = False) -> str:
+    if value is None or value != value:  # None or NaN
+        return "—"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def study_cells(values: dict[str, object]) -> list[str]:
+    """Display cells of one Table 2 row: cell, n, acc, diff [CI], McNemar, verdict, study, note."""
+    v = values
+    diff = "—" if v["diff"] is None else f"{_pp(v['diff'], True)} [{_pp(v['ci_low'], True)}, {_pp(v['ci_high'], True)}]"
+    p = v["p_mcnemar"]
+    test = "—" if p is None else f"{p:.2g} ({v['only_baseline_right']}/{v['only_cell_right']})" if p > 0 else f"<1e-300 ({v['only_baseline_right']}/{v['only_cell_right']})"
+    return [str(v["cell"]), str(v["n"]), f"{_pp(v['test_acc_mean'])} ± {_pp(v['test_acc_std'])}", diff, test, str(v["verdict"]), _pp(v["study_acc"]), str(v["note"])]
+
+
+STUDY_HEADER = ["cell", "n", "test acc % (mean ± std)", "Δ vs baseline, pp [95% CI]", "McNemar p (b/c)", "verdict", "study %", "note"]
+
+
+def study_markdown(rows: list[dict[str, object]]) -> str:
+    return markdown_table([dict(zip(STUDY_HEADER, study_cells(v))) for v in rows])
+
+
+def study_latex(rows: list[dict[str, object]], caption: str) -> str:
+    def tex(text: str) -> str:
+        return text.replace("%", r"\%").replace("±", r"$\pm$").replace("—", "--").replace("_", r"\_")
+
+    body = [" & ".join(tex(c) for c in study_cells(v)[:7]) + r" \\" for v in rows]
+    header = " & ".join(tex(h) for h in STUDY_HEADER[:7]) + r" \\"
+    return "\n".join(
+        [r"\begin{table}[t]", r"\centering", rf"\caption{{{tex(caption)}}}", r"\begin{tabular}{lrrllll}", r"\toprule", header, r"\midrule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    )
+
+
+def factor_figures(rows: list[study.Row], path_for) -> list[Path]:
+    """Per factor, the cells' validation curves (mean over seeds) against the baseline's."""
+    def mean_curves(cell: study.Cell) -> dict[str, list[float]]:
+        per_seed = list(cell.curves.values())
+        return {k: [sum(c[k][i] for c in per_seed) / len(per_seed) for i in range(min(len(c[k]) for c in per_seed))] for k in per_seed[0]}
+
+    files = []
+    for factor in study.FACTORS:
+        members = [r.cell for r in rows if r.cell.name == "baseline" or study.TABLE2.get(r.cell.name, ("",))[0] == factor]
+        if len(members) > 1:
+            files.append(path_for(factor))
+            curves = {f"{c.name} (n={len(c.acc)})": mean_curves(c) for c in members}
+            plots.learning_curves(curves, files[-1], title=f"{factor}: validation curves, mean over seeds")
+    return files
+
+
+def study_report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, name: str, command: str, strict: bool) -> list[Path]:
+    """Table 2 per model: seed statistics, paired tests against the baseline, the combined run."""
+    by_model: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        if run.status == "FINISHED" and CELL_TAG in run.tags:
+            by_model.setdefault(run.params.get("model.name", "unknown"), []).append(run)
+    rule = "strict (significant gains only)" if strict else "study's (any gain)"
+    files = []
+    for model, model_runs in sorted(by_model.items()):
+        try:
+            rows = study.table(study.collect(tracker, model_runs))
+        except ValueError as err:
+            raise UserError(f"{model}: {err}") from None
+        values = [r.values() for r in rows]
+        helpful = study.helpful_cells(rows, strict)
+        seeds = sorted(rows[0].cell.acc)
+        combine = study.combined_command(helpful, rows[0].cell.overrides, seeds, tracker.experiment)
+        stem = f"{name}_{model}"
+        text = (
+            f"# Table 2: {model}\n\nMade by `{command}`.\n\n{study_markdown(values)}{failures_section(runs)}\n"
+            "Δ: mean over seeds shared with the baseline; 95% CI by a paired bootstrap over seeds and test images. "
+            "McNemar: exact test on the test images that exactly one of the two got right (b = only the baseline, "
+            "c = only the cell), pooled over the shared seeds. Verdict 'better'/'worse' needs p < 0.05 and a CI "
+            "that excludes 0.\n\n"
+            f"Helpful by the {rule} rule: {', '.join(helpful) or 'none'}. The combined run:\n\n    {combine}\n"
+        )
+        files += [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex"]
+        files[-3].write_text(text)
+        write_csv(values, files[-2])
+        files[-1].write_text(study_latex(values, f"Table 2 for {model}: test accuracy over seeds and paired tests against the baseline"))
+        files += factor_figures(rows, lambda factor: out_dir / f"{stem}_{factor}.png")
+        print(text)
+    return files
 
 
 def safe_name(text: str) -> str:
@@ -119,6 +207,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--filter", default="", help="MLflow filter string, e.g. \"params.`model.name` = 'mlp'\"")
     parser.add_argument("--out", type=Path, default=Path("results"), help="folder for the files (default: results/)")
     parser.add_argument("--name", help="base name of the files (default: from the selection)")
+    parser.add_argument("--strict", action="store_true", help="Table 2: count only significant gains as helpful")
     return parser.parse_args(argv)
 
 
@@ -129,7 +218,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         tracker = Tracker(resolve_uri(args.tracking_uri, Path.cwd()), args.experiment, create=False)
         runs, name = select_runs(tracker, args.sweep, args.all, args.filter)
-        report(tracker, runs, args.out, safe_name(args.name or name), command)
+        name = safe_name(args.name or name)
+        args.out.mkdir(parents=True, exist_ok=True)
+        if any(CELL_TAG in r.tags for r in runs):
+            files = study_report(tracker, runs, args.out, name, command, args.strict)
+        else:
+            files = comparison_report(tracker, runs, args.out, name, command)
+        tracker.log_summary(f"report {name}", files, {"fmnist.report_command": command})
+        print("wrote " + ", ".join(str(f) for f in files))
     except UserError as err:
         sys.exit(f"error: {err}")
 

@@ -1,6 +1,7 @@
 """Train one configuration and record it in MLflow: `python -m fmnist.run [overrides]`, `-m` to sweep."""
 
 import hashlib
+import shlex
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from fmnist.metrics import confusion_matrix, per_class_accuracy
 from fmnist.models import build_model
 from fmnist.optimizers import build_optimizer
 from fmnist.schedules import build_schedule
-from fmnist.tracking import FINGERPRINT_TAG, SWEEP_TAG, Tracker, TrackedRun, resolve_uri
+from fmnist.tracking import CELL_TAG, FINGERPRINT_TAG, OVERRIDES_TAG, SWEEP_TAG, Tracker, TrackedRun, resolve_uri
 from fmnist.transforms import build_transform
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class Launch:
     """What the launcher knows that the config does not."""
 
-    name: str  # the run's name: the overrides that make it differ from the defaults
+    overrides: list[str]  # the command line's overrides, as Hydra parsed them
     sweep_id: str  # shared by every job of one multirun
     base_dir: Path  # the folder the command was started in; relative paths are taken from it
 
@@ -77,7 +78,10 @@ def execute(cfg: DictConfig, launch: Launch) -> float:
         "fmnist.host": socket.gethostname(),
         "mlflow.source.git.commit": git_commit(),
     }
-    run = tracker.start_run(launch.name, flatten(OmegaConf.to_container(cfg, resolve=True)), tags)
+    if settings.study.cell:
+        tags[CELL_TAG] = settings.study.cell
+    tags[OVERRIDES_TAG] = shlex.join(launch.overrides)
+    run = tracker.start_run(run_name(launch.overrides), flatten(OmegaConf.to_container(cfg, resolve=True)), tags)
     try:
         accuracy = train_and_log(settings, cfg, data, device, run)
     except KeyboardInterrupt:
@@ -97,26 +101,42 @@ def train_and_log(settings: Config, cfg: DictConfig, data: Dataset, device: torc
     loss_fn = build_loss(settings.loss)
     transform = build_transform(settings.transform)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
-    history = fit(
-        model,
-        optimizer,
-        loss_fn,
-        build_schedule(settings.schedule),
-        transform,
-        data,
-        epochs=settings.schedule.epochs,
-        batch_size=settings.batch_size,
-        generator=generator,
-        on_epoch=lambda result: run.log_metrics(result.metrics(), step=result.epoch),
-        progress=settings.progress,
-    )
-    test = evaluate(model, data.test, transform, loss_fn)
-    print(f"test/loss {test.loss:.4f}  test/acc {test.acc:.4f}", file=sys.stderr)
-    run.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=len(history))
-    with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as folder:
-        write_artifacts(Path(folder), cfg, history, test, data.test.labels.cpu(), model)
-        run.log_artifacts(Path(folder))
+    labels = data.test.labels.cpu()
+    with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as tmp:
+        folder = Path(tmp)
+
+        def after_epoch(result: EpochResult) -> None:
+            run.log_metrics(result.metrics(), step=result.epoch)
+            if result.epoch in settings.study.test_at and result.epoch < settings.schedule.epochs:
+                # A milestone: this epoch's model stands for a shorter run of the same config.
+                test = evaluate(model, data.test, transform, loss_fn)
+                run.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=result.epoch)
+                write_predictions(folder / f"test_predictions_epoch{result.epoch}.csv", labels, test.predictions)
+
+        history = fit(
+            model,
+            optimizer,
+            loss_fn,
+            build_schedule(settings.schedule),
+            transform,
+            data,
+            epochs=settings.schedule.epochs,
+            batch_size=settings.batch_size,
+            generator=generator,
+            on_epoch=after_epoch,
+            progress=settings.progress,
+        )
+        test = evaluate(model, data.test, transform, loss_fn)
+        print(f"test/loss {test.loss:.4f}  test/acc {test.acc:.4f}", file=sys.stderr)
+        run.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=len(history))
+        write_artifacts(folder, cfg, history, test, labels, model)
+        run.log_artifacts(folder)
     return test.acc
+
+
+def write_predictions(path: Path, labels: torch.Tensor, predictions: torch.Tensor) -> None:
+    rows = (f"{i},{int(y)},{int(p)}" for i, (y, p) in enumerate(zip(labels.tolist(), predictions.tolist())))
+    path.write_text("index,label,prediction\n" + "\n".join(rows) + "\n")
 
 
 def write_artifacts(folder: Path, cfg: DictConfig, history: list[EpochResult], test: Evaluation, labels, model) -> None:
@@ -130,13 +150,13 @@ def write_artifacts(folder: Path, cfg: DictConfig, history: list[EpochResult], t
         for i, (name, acc, count) in enumerate(zip(plots.CLASS_NAMES, per_class_accuracy(confusion).tolist(), confusion.sum(1)))
     ]
     (folder / "per_class_accuracy.csv").write_text("class,name,accuracy,count\n" + "\n".join(rows) + "\n")
-    predictions = (f"{i},{int(y)},{int(p)}" for i, (y, p) in enumerate(zip(labels.tolist(), test.predictions.tolist())))
-    (folder / "test_predictions.csv").write_text("index,label,prediction\n" + "\n".join(predictions) + "\n")
+    write_predictions(folder / "test_predictions.csv", labels, test.predictions)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save(state, folder / "model.pt")
 
 
 def run_name(task_overrides: list[str]) -> str:
+    """The overrides that change what the run computes, e.g. `loss=mse model=mlp`."""
     semantic = [o for o in task_overrides if not o.lstrip("+~").startswith(NON_SEMANTIC)]
     return " ".join(semantic) if semantic else "defaults"
 
@@ -155,7 +175,7 @@ register_schema()
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
-    launch = Launch(run_name(list(hydra_cfg.overrides.task)), sweep_id(hydra_cfg), Path(hydra_cfg.runtime.cwd))
+    launch = Launch(list(hydra_cfg.overrides.task), sweep_id(hydra_cfg), Path(hydra_cfg.runtime.cwd))
     try:
         return execute(cfg, launch)
     except (UserError, Diverged) as err:

@@ -1,6 +1,8 @@
 """Everything that talks to MLflow lives here."""
 
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,9 @@ from fmnist.errors import UserError
 SWEEP_TAG = "fmnist.sweep_id"
 FINGERPRINT_TAG = "fmnist.fingerprint"
 FAILURE_TAG = "fmnist.failure"
+OVERRIDES_TAG = "fmnist.overrides"  # the command line that made the run (Hydra overrides)
+CELL_TAG = "fmnist.cell"  # which cell of a study (Table 2) the run stands for
+SUMMARY_TAG = "fmnist.summary"  # marks a report's summary run, which holds no training
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
 
 
@@ -36,7 +41,8 @@ def _artifact_root(uri: str) -> str | None:
 
 
 def _quiet_mlflow() -> None:
-    # Store creation logs alembic migrations at INFO; users need none of it.
+    # Store creation logs alembic migrations at INFO, downloads draw progress bars; users need neither.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -60,6 +66,7 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, create: bool = True):
         _quiet_mlflow()
         self.uri = uri
+        self.experiment = experiment
         if not create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
             raise UserError(f"no tracking store at {uri}; run `python -m fmnist.run` first or pass the right --tracking-uri")
         self.client = MlflowClient(tracking_uri=uri)
@@ -105,11 +112,27 @@ class Tracker:
                 run.info.start_time,
             )
             for run in found
+            if SUMMARY_TAG not in run.data.tags
         ]
 
     def history(self, run_id: str, key: str) -> list[float]:
         """A metric's values ordered by step."""
-        return [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
+        return [value for _, value in self.history_by_step(run_id, key)]
+
+    def history_by_step(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
+
+    def artifact_text(self, run_id: str, path: str) -> str:
+        with tempfile.TemporaryDirectory(prefix="fmnist-download-") as folder:
+            return Path(self.client.download_artifacts(run_id, path, folder)).read_text()
+
+    def log_summary(self, name: str, files: list[Path], tags: dict[str, str]) -> str:
+        """A run holding a report's files; selections of training runs leave it out."""
+        run = self.start_run(name, {}, {SUMMARY_TAG: "1", **tags})
+        for path in files:
+            self.client.log_artifact(run.run_id, str(path))
+        run.finish()
+        return run.run_id
 
     def start_run(self, name: str, params: dict[str, object], tags: dict[str, str]) -> "TrackedRun":
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)

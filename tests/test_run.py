@@ -38,7 +38,7 @@ def cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 def test_one_run_records_params_metrics_per_epoch_tags_and_artifacts(tmp_path, real_data_root):
     uri = store(tmp_path)
     cfg = compose_config([*QUICK, "schedule.epochs=2", f"tracking.uri={uri}", f"data.root={real_data_root}"])
-    accuracy = execute(cfg, Launch("model=mlp schedule.epochs=2", "sweep-1", tmp_path))
+    accuracy = execute(cfg, Launch(["model=mlp", "schedule.epochs=2"], "sweep-1", tmp_path))
     assert accuracy > 0.7
 
     client, (run,) = runs_of(uri)
