@@ -78,6 +78,6 @@ class Comparison:
 def compare(base: torch.Tensor, other: torch.Tensor) -> Comparison:
     """Paired comparison over matched seeds; McNemar on discordant counts pooled over seeds."""
     b, c = discordant(base, other)
-    diff = (other.float().mean(dim=1) - base.float().mean(dim=1)).mean().item()
+    diff = (other.double().mean(dim=1) - base.double().mean(dim=1)).mean().item()
     low, high = bootstrap_diff_ci(base, other)
     return Comparison(diff, low, high, b, c, mcnemar_exact(b, c), len(base))

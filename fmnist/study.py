@@ -82,6 +82,9 @@ class Row:
     std: float
     comparison: Comparison | None  # None for the baseline, or without a seed shared with it
 
+    def _replaced_note(self) -> str:
+        return f"{self.cell.replaced} repeated run(s) replaced by the latest" if self.cell.replaced else ""
+
     def values(self) -> dict[str, object]:
         factor, reported = TABLE2.get(self.cell.name, ("other", None))
         c = self.comparison
@@ -100,7 +103,7 @@ class Row:
             "p_mcnemar": None if c is None else c.p_value,
             "verdict": "reference" if self.cell.name == "baseline" else ("no paired seeds" if c is None else c.verdict),
             "study_acc": reported,
-            "note": self.cell.note + (f"; {self.cell.replaced} repeated run(s) replaced by the latest" if self.cell.replaced else ""),
+            "note": "; ".join(filter(None, [self.cell.note, self._replaced_note()])),
         }
 
 
