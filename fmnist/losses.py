@@ -47,23 +47,23 @@ def negative_log_likelihood(smoothing: float):
     return loss
 
 
-@LOSSES.register("mse")
-def mean_squared_error(smoothing: float):
-    # L2 between softmax probabilities and (smoothed) one-hot targets.
+def _distance_to_targets(distance, smoothing: float):
+    """A loss that compares softmax probabilities with (smoothed) one-hot targets."""
+
     def loss(logits, labels):
-        targets = soft_targets(labels, logits.shape[1], smoothing)
-        return F.mse_loss(logits.softmax(dim=1), targets)
+        return distance(logits.softmax(dim=1), soft_targets(labels, logits.shape[1], smoothing))
 
     return loss
+
+
+@LOSSES.register("mse")
+def mean_squared_error(smoothing: float):
+    return _distance_to_targets(F.mse_loss, smoothing)  # L2: punishes big mistakes most
 
 
 @LOSSES.register("mae")
 def mean_absolute_error(smoothing: float):
-    def loss(logits, labels):
-        targets = soft_targets(labels, logits.shape[1], smoothing)
-        return F.l1_loss(logits.softmax(dim=1), targets)
-
-    return loss
+    return _distance_to_targets(F.l1_loss, smoothing)
 
 
 def build_loss(cfg: LossConfig):

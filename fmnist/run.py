@@ -74,13 +74,13 @@ def execute(cfg: DictConfig, launch: Launch) -> float:
     tags = {
         SWEEP_TAG: launch.sweep_id,
         FINGERPRINT_TAG: fingerprint(cfg),
+        OVERRIDES_TAG: shlex.join(launch.overrides),
         "fmnist.device": str(device),
         "fmnist.host": socket.gethostname(),
         "mlflow.source.git.commit": git_commit(),
     }
     if settings.study.cell:
         tags[CELL_TAG] = settings.study.cell
-    tags[OVERRIDES_TAG] = shlex.join(launch.overrides)
     run = tracker.start_run(run_name(launch.overrides), flatten(OmegaConf.to_container(cfg, resolve=True)), tags)
     try:
         accuracy = train_and_log(settings, cfg, data, device, run)
