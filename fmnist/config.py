@@ -22,7 +22,7 @@ from fmnist.transforms import TransformConfig
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # Keys that change where or how a run is recorded, not what it computes.
-NON_SEMANTIC = ("tracking", "device", "progress", "threads", "data.root", "data.download")
+NON_SEMANTIC = ("tracking", "device", "progress", "threads", "force", "checkpoint_dir", "data.root", "data.download")
 
 
 @dataclass
@@ -53,8 +53,10 @@ class Config:
     seed: int = 0
     batch_size: int = 128
     device: str = "auto"  # auto: CUDA, then MPS, then CPU
-    threads: int | None = None  # torch CPU threads; None keeps torch's default
+    threads: int | None = None  # torch CPU threads; None: cores / parallel jobs (torch's default alone)
     progress: bool = True  # per-batch progress bar (only on a terminal)
+    force: bool = False  # train even if an identical run already finished (no skip, no resume)
+    checkpoint_dir: str = "checkpoints"  # per-epoch checkpoints of unfinished runs; relative to the launch folder
 
     def __post_init__(self):
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")

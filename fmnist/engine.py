@@ -111,8 +111,13 @@ def fit(
     generator: torch.Generator,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
     progress: bool = True,
+    start_epoch: int = 1,
 ) -> list[EpochResult]:
-    """Train for `epochs`, validating after each; `lr_factor(epochs elapsed)` scales the base lr."""
+    """Train epochs `start_epoch`..`epochs`, validating after each; `lr_factor(epochs elapsed)` scales the base lr.
+
+    A resumed run passes the epoch after its checkpoint as `start_epoch`, with the model, optimizer
+    and generator already restored. Returns the results of the epochs trained in this call.
+    """
     base_lrs = [group["lr"] for group in optimizer.param_groups]
 
     def set_lr(elapsed: float) -> None:
@@ -120,7 +125,7 @@ def fit(
             group["lr"] = base * lr_factor(elapsed)
 
     history = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
         train_loss, train_acc = train_epoch(
             model, optimizer, loss_fn, transform, data.train, batch_size, generator, set_lr, epoch, progress

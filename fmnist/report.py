@@ -77,7 +77,7 @@ def select_runs(tracker: Tracker, sweep: str | None, all_runs: bool, filter_stri
 
 def failures_section(runs: list[RunRecord]) -> str:
     failures = [
-        {"run": r.name, "status": r.status, "reason": r.tags.get(FAILURE_TAG, "still running or stopped without a reason")}
+        {"run": r.name, "status": r.status, "reason": r.tags.get(FAILURE_TAG) or "still running, or its process was killed"}
         for r in runs
         if r.status != "FINISHED"
     ]

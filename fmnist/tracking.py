@@ -134,6 +134,23 @@ class Tracker:
         run.finish()
         return run.run_id
 
+    def status(self, run_id: str) -> str | None:
+        """FINISHED, RUNNING, FAILED or KILLED; None if there is no such run."""
+        try:
+            return self.client.get_run(run_id).info.status
+        except MlflowException:
+            return None
+
+    def handle(self, run_id: str) -> "TrackedRun":
+        return TrackedRun(self.client, run_id)
+
+    def reopen(self, run_id: str) -> "TrackedRun":
+        """Continue an interrupted run: it is RUNNING again and its failure reason is cleared."""
+        self.client.update_run(run_id, status="RUNNING")
+        run = TrackedRun(self.client, run_id)
+        run.set_tags({FAILURE_TAG: "", "mlflow.note.content": ""})
+        return run
+
     def start_run(self, name: str, params: dict[str, object], tags: dict[str, str]) -> "TrackedRun":
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         tracked = TrackedRun(self.client, run.info.run_id)
@@ -154,6 +171,9 @@ class TrackedRun:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def logged_steps(self, key: str) -> list[int]:
+        return sorted(m.step for m in self.client.get_metric_history(self.run_id, key))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

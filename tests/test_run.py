@@ -10,7 +10,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from fmnist import report
-from fmnist.run import Launch, execute
+from fmnist.job import Launch, execute
 from fmnist.tracking import FAILURE_TAG, FINGERPRINT_TAG, SWEEP_TAG
 from tests.conftest import compose_config
 

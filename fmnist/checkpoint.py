@@ -1,0 +1,68 @@
+"""Per-epoch checkpoints: everything needed to continue a run exactly where it stopped.
+
+Files are written atomically (a temporary name, then a rename) and read with
+`torch.load(..., weights_only=True)`, so a truncated or foreign file is refused, never unpickled.
+"""
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fmnist.errors import UserError
+
+FORMAT = "fmnist-checkpoint-1"
+
+
+class CheckpointError(UserError):
+    pass
+
+
+@dataclass
+class Checkpoint:
+    run_id: str  # the MLflow run the checkpoint belongs to
+    fingerprint: str
+    epoch: int  # epochs completed
+    history: list[dict[str, float]]  # per completed epoch: EpochResult's fields
+    model: dict
+    optimizer: dict
+    generator: torch.Tensor  # state of the run's data/augmentation generator
+    global_rng: torch.Tensor  # state of torch's global CPU generator (dropout draws from it)
+
+
+def capture(run_id: str, fingerprint: str, history: list, model: nn.Module, optimizer, generator) -> Checkpoint:
+    """A checkpoint after the epochs in `history` (EpochResults)."""
+    return Checkpoint(
+        run_id, fingerprint, len(history), [asdict(r) for r in history], model.state_dict(), optimizer.state_dict(),
+        generator.get_state(), torch.get_rng_state(),
+    )
+
+
+def save(checkpoint: Checkpoint, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save({"format": FORMAT, **checkpoint.__dict__}, partial)
+    os.replace(partial, path)  # atomic: a reader sees the old file or the new one, never half of one
+
+
+def load(path: Path, fingerprint: str) -> Checkpoint:
+    """The checkpoint at `path`; CheckpointError if it is unreadable or belongs to another config."""
+    try:
+        raw = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # truncated, not a torch file, or holding objects we refuse to unpickle
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}); it will be ignored") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an fmnist checkpoint; it will be ignored")
+    if raw.get("fingerprint") != fingerprint:
+        raise CheckpointError(f"checkpoint {path} belongs to another configuration; it will be ignored")
+    raw.pop("format")
+    return Checkpoint(**raw)
+
+
+def restore(checkpoint: Checkpoint, model: nn.Module, optimizer, generator) -> None:
+    model.load_state_dict(checkpoint.model)
+    optimizer.load_state_dict(checkpoint.optimizer)
+    generator.set_state(checkpoint.generator)
+    torch.set_rng_state(checkpoint.global_rng)

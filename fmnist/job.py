@@ -1,0 +1,256 @@
+"""One job: skip it if an identical run finished, resume it if one was interrupted, else train it.
+
+Called by `fmnist.run` (the Hydra entry point) with the composed config and what the launcher
+knows; usable without Hydra from a test or a notebook.
+"""
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fmnist import checkpoint, plots
+from fmnist.config import NON_SEMANTIC, Config, fingerprint, flatten, validate
+from fmnist.data import Dataset, load_dataset
+from fmnist.engine import EpochResult, Evaluation, evaluate, fit
+from fmnist.errors import ConfigError
+from fmnist.losses import build_loss
+from fmnist.metrics import confusion_matrix, per_class_accuracy
+from fmnist.models import build_model
+from fmnist.optimizers import build_optimizer
+from fmnist.schedules import build_schedule
+from fmnist.tracking import CELL_TAG, FINGERPRINT_TAG, OVERRIDES_TAG, SWEEP_TAG, RunRecord, Tracker, TrackedRun, resolve_uri
+from fmnist.transforms import build_transform
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HOST_TAG, PID_TAG = "fmnist.host", "fmnist.pid"
+
+
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM, as Slurm and submitit send before a kill)."""
+
+
+@dataclass
+class Launch:
+    """What the launcher knows that the config does not."""
+
+    overrides: list[str]  # the command line's overrides, as Hydra parsed them
+    sweep_id: str  # shared by every job of one multirun
+    base_dir: Path  # the folder the command was started in; relative paths are taken from it
+    default_threads: int | None = None  # torch threads when the config leaves `threads` unset
+
+
+def run_name(overrides: list[str], non_semantic: tuple[str, ...]) -> str:
+    """The overrides that change what the run computes, e.g. `loss=mse model=mlp`."""
+    semantic = [o for o in overrides if not o.lstrip("+~").startswith(non_semantic)]
+    return " ".join(semantic) if semantic else "defaults"
+
+
+def pick_device(requested: str) -> torch.device:
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if requested == "auto":
+        return torch.device(next(name for name, ok in available.items() if ok))
+    if not available[requested]:
+        raise ConfigError(f"device={requested} was asked for but none is available here; use device=auto or device=cpu")
+    return torch.device(requested)
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}{'-dirty' if dirty else ''}" if commit else "unknown"
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def process_alive(run: RunRecord) -> bool:
+    """False only when the run's process is known to be gone (same host, no such pid)."""
+    if run.tags.get(HOST_TAG) != socket.gethostname() or not run.tags.get(PID_TAG, "").isdigit():
+        return True
+    try:
+        os.kill(int(run.tags[PID_TAG]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_dead_runs(tracker: Tracker, runs: list[RunRecord], keep: str | None) -> None:
+    """Runs left RUNNING by a killed process are marked KILLED, except the one being resumed."""
+    for run in runs:
+        if run.status == "RUNNING" and run.run_id != keep and not process_alive(run):
+            tracker.handle(run.run_id).fail("its process ended without finishing (killed?)", killed=True)
+
+
+def resumable(tracker: Tracker, path: Path, fp: str) -> checkpoint.Checkpoint | None:
+    """The checkpoint at `path` if its run was interrupted (RUNNING or KILLED); else None."""
+    if not path.exists():
+        return None
+    try:
+        found = checkpoint.load(path, fp)
+    except checkpoint.CheckpointError as err:
+        say(f"warning: {err}; starting afresh")
+        path.unlink()
+        return None
+    status = tracker.status(found.run_id)
+    if status in ("RUNNING", "KILLED"):
+        return found
+    say(f"warning: checkpoint {path} belongs to a run that is {status or 'gone'}; starting afresh")
+    path.unlink()
+    return None
+
+
+def execute(cfg: DictConfig, launch: Launch) -> float | None:
+    """Validate, then skip, resume or train; log everything. Returns the test accuracy."""
+    settings: Config = validate(cfg)
+    fp = fingerprint(cfg)
+    tracker = Tracker(resolve_uri(settings.tracking.uri, launch.base_dir), settings.tracking.experiment)
+    previous = tracker.runs(f"tags.`{FINGERPRINT_TAG}` = '{fp}'")
+    done = [r for r in previous if r.status == "FINISHED"]
+    if done and not settings.force:
+        say(f"skipping: this configuration already finished as run {done[-1].run_id} ('{done[-1].name}'); force=true runs it again")
+        return done[-1].metrics.get("test/acc")
+    device = pick_device(settings.device)
+    threads = settings.threads or launch.default_threads
+    if threads:
+        torch.set_num_threads(threads)
+    data = load_dataset(settings.data).to(device)
+
+    path = Path(launch.base_dir, settings.checkpoint_dir, f"{fp}.pt")
+    resume = None if settings.force else resumable(tracker, path, fp)
+    close_dead_runs(tracker, previous, keep=resume.run_id if resume else None)
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), "fmnist.device": str(device)}
+    if resume:
+        say(f"resuming run {resume.run_id} after epoch {resume.epoch} from {path}")
+        run = tracker.reopen(resume.run_id)
+        run.set_tags(tags)
+    else:
+        tags |= {
+            SWEEP_TAG: launch.sweep_id,
+            FINGERPRINT_TAG: fp,
+            OVERRIDES_TAG: shlex.join(launch.overrides),
+            "mlflow.source.git.commit": git_commit(),
+        }
+        if settings.study.cell:
+            tags[CELL_TAG] = settings.study.cell
+        run = tracker.start_run(run_name(launch.overrides, NON_SEMANTIC), flatten(OmegaConf.to_container(cfg, resolve=True)), tags)
+    try:
+        accuracy = Training(settings, cfg, data, device, run, path, fp).run(resume)
+    except (KeyboardInterrupt, Terminated):
+        run.fail("interrupted (Ctrl-C or SIGTERM); run the same command again to resume", killed=True)
+        raise
+    except BaseException as err:
+        run.fail(f"{type(err).__name__}: {err}")
+        path.unlink(missing_ok=True)  # a failure would repeat itself: the next attempt starts afresh
+        raise
+    run.finish()
+    path.unlink(missing_ok=True)
+    return accuracy
+
+
+class Training:
+    """Builds a run's objects, trains with a checkpoint per epoch, evaluates and logs."""
+
+    def __init__(self, settings: Config, cfg: DictConfig, data: Dataset, device: torch.device, run: TrackedRun, path: Path, fp: str):
+        self.settings, self.cfg, self.data, self.run_log, self.path, self.fp = settings, cfg, data, run, path, fp
+        torch.manual_seed(settings.seed)  # model initialisation draws from the global generator
+        self.model = build_model(settings.model).to(device)
+        self.optimizer = build_optimizer(self.model.parameters(), settings.optimizer)
+        self.loss_fn = build_loss(settings.loss)
+        self.transform = build_transform(settings.transform)
+        self.generator = torch.Generator(device=device).manual_seed(settings.seed)
+        self.labels = data.test.labels.cpu()
+        self.history: list[EpochResult] = []
+
+    def run(self, resume: checkpoint.Checkpoint | None) -> float:
+        if resume:
+            checkpoint.restore(resume, self.model, self.optimizer, self.generator)
+            self.history = [EpochResult(**h) for h in resume.history]
+            self._log_missing_epochs()
+        fit(
+            self.model,
+            self.optimizer,
+            self.loss_fn,
+            build_schedule(self.settings.schedule),
+            self.transform,
+            self.data,
+            epochs=self.settings.schedule.epochs,
+            batch_size=self.settings.batch_size,
+            generator=self.generator,
+            on_epoch=self._after_epoch,
+            progress=self.settings.progress,
+            start_epoch=len(self.history) + 1,
+        )
+        test = evaluate(self.model, self.data.test, self.transform, self.loss_fn)
+        say(f"test/loss {test.loss:.4f}  test/acc {test.acc:.4f}")
+        self.run_log.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=len(self.history))
+        with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as folder:
+            write_artifacts(Path(folder), self.cfg, self.history, test, self.labels, self.model)
+            self.run_log.log_artifacts(Path(folder))
+        return test.acc
+
+    def _after_epoch(self, result: EpochResult) -> None:
+        self.history.append(result)
+        # Checkpoint first, then log: after a kill, the checkpoint is never behind the logged metrics.
+        state = checkpoint.capture(self.run_log.run_id, self.fp, self.history, self.model, self.optimizer, self.generator)
+        checkpoint.save(state, self.path)
+        self.run_log.log_metrics(result.metrics(), step=result.epoch)
+        self._milestone(result.epoch)
+
+    def _log_missing_epochs(self) -> None:
+        """After a resume: log the checkpointed epochs a kill kept from reaching the store."""
+        logged = set(self.run_log.logged_steps("epoch/seconds"))
+        for result in self.history:
+            if result.epoch not in logged:
+                self.run_log.log_metrics(result.metrics(), step=result.epoch)
+        self._milestone(len(self.history))
+
+    def _milestone(self, epoch: int) -> None:
+        """Test-set evaluation at a `study.test_at` epoch, where this model stands for a shorter run."""
+        if epoch not in self.settings.study.test_at or epoch >= self.settings.schedule.epochs:
+            return
+        if epoch in self.run_log.logged_steps("test/acc"):
+            return
+        test = evaluate(self.model, self.data.test, self.transform, self.loss_fn)
+        with tempfile.TemporaryDirectory(prefix="fmnist-milestone-") as folder:
+            write_predictions(Path(folder, f"test_predictions_epoch{epoch}.csv"), self.labels, test.predictions)
+            self.run_log.log_artifacts(Path(folder))
+        self.run_log.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=epoch)
+
+
+def write_predictions(path: Path, labels: torch.Tensor, predictions: torch.Tensor) -> None:
+    rows = (f"{i},{int(y)},{int(p)}" for i, (y, p) in enumerate(zip(labels.tolist(), predictions.tolist())))
+    path.write_text("index,label,prediction\n" + "\n".join(rows) + "\n")
+
+
+def write_artifacts(folder: Path, cfg: DictConfig, history: list[EpochResult], test: Evaluation, labels, model) -> None:
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    curves = {"": {key: [r.metrics()[key] for r in history] for key in ("train/acc", "val/acc", "train/loss", "val/loss")}}
+    plots.learning_curves(curves, folder / "learning_curves.png", title=f"test/acc {test.acc:.4f}")
+    confusion = confusion_matrix(test.predictions, labels, len(plots.CLASS_NAMES))
+    plots.confusion_matrix(confusion, folder / "confusion_matrix.png", title=f"test/acc {test.acc:.4f}")
+    rows = [
+        f"{i},{name},{acc:.4f},{int(count)}"
+        for i, (name, acc, count) in enumerate(zip(plots.CLASS_NAMES, per_class_accuracy(confusion).tolist(), confusion.sum(1)))
+    ]
+    (folder / "per_class_accuracy.csv").write_text("class,name,accuracy,count\n" + "\n".join(rows) + "\n")
+    write_predictions(folder / "test_predictions.csv", labels, test.predictions)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, folder / "model.pt")
