@@ -136,7 +136,12 @@ def execute(cfg: DictConfig, launch: Launch) -> float | None:
     path = Path(launch.base_dir, settings.checkpoint_dir, f"{fp}.pt")
     resume = None if settings.force else resumable(tracker, path, fp)
     close_dead_runs(tracker, previous, keep=resume.run_id if resume else None)
-    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), "fmnist.device": str(device)}
+    tags = {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        "fmnist.device": str(device),
+        "fmnist.threads": str(torch.get_num_threads()),
+    }
     if resume:
         say(f"resuming run {resume.run_id} after epoch {resume.epoch} from {path}")
         run = tracker.reopen(resume.run_id)

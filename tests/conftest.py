@@ -2,11 +2,14 @@
 
 import gzip
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 
 from fmnist.config import register_schema
 from fmnist.data import DEBIAN_ROOT, ENV_VAR, FILES, DataConfig, locate
@@ -56,3 +59,20 @@ def real_data_root() -> Path:
         if os.environ.get("FMNIST_REQUIRE_REAL_DATA") == "1":
             raise
         pytest.skip(f"real data set not here ({err.__class__.__name__}); install dataset-fashion-mnist or set {ENV_VAR}")
+
+
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def runs_of(uri: str, experiment: str = "fmnist"):
+    """(client, runs oldest first) of one experiment, read straight through MLflow."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, ([] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]))
+
+
+def cli(tmp_path: Path, *overrides: str, timeout: int = 600, **popen) -> subprocess.CompletedProcess:
+    """`python -m fmnist.run` in tmp_path, with Hydra's output folders kept inside it."""
+    args = [sys.executable, "-m", "fmnist.run", *overrides, f"hydra.run.dir={tmp_path}/out", f"hydra.sweep.dir={tmp_path}/multi"]
+    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, **popen)

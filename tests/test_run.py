@@ -1,38 +1,20 @@
 """End to end: real Hydra, real SQLite MLflow store in tmp_path, real Fashion-MNIST (a small subset)."""
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
 from fmnist import report
 from fmnist.job import Launch, execute
 from fmnist.tracking import FAILURE_TAG, FINGERPRINT_TAG, SWEEP_TAG
-from tests.conftest import compose_config
+from tests.conftest import cli, compose_config, runs_of, store
 
 pytestmark = pytest.mark.slow
 QUICK = ["model=mlp", "data.train_size=2000", "progress=false"]
 EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc", "epoch/seconds"}
 ARTIFACTS = {"config.yaml", "learning_curves.png", "confusion_matrix.png", "per_class_accuracy.csv", "test_predictions.csv", "model.pt"}
-
-
-def store(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
-def runs_of(uri: str, experiment: str = "fmnist"):
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    return client, ([] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]))
-
-
-def cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "fmnist.run", *overrides, f"hydra.run.dir={tmp_path}/out", f"hydra.sweep.dir={tmp_path}/multi"]
-    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
 
 def test_one_run_records_params_metrics_per_epoch_tags_and_artifacts(tmp_path, real_data_root):

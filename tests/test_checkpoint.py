@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from fmnist import checkpoint
+from fmnist.engine import EpochResult
+from fmnist.models import ModelConfig, build_model
+
+
+def make_state(seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(name="mlp", hidden=[8]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 1, 28, 28)).sum().backward()
+    optimizer.step()
+    return model, optimizer, torch.Generator().manual_seed(seed)
+
+
+def test_checkpoint_round_trip_restores_model_optimizer_and_generators(tmp_path):
+    model, optimizer, generator = make_state()
+    history = [EpochResult(1, 0.5, 0.8, 0.4, 0.85, 2.0)]
+    path = tmp_path / "ck" / "abc.pt"
+    checkpoint.save(checkpoint.capture("run-1", "abc", history, model, optimizer, generator), path)
+    expected_draw = torch.rand(3, generator=generator)
+    expected_global = torch.rand(3)
+
+    loaded = checkpoint.load(path, "abc")
+    assert (loaded.run_id, loaded.epoch, loaded.history[0]["val_acc"]) == ("run-1", 1, 0.85)
+    other_model, other_optimizer, other_generator = make_state(seed=1)
+    checkpoint.restore(loaded, other_model, other_optimizer, other_generator)
+    for a, b in zip(model.state_dict().values(), other_model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert other_optimizer.state_dict()["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
+    assert torch.equal(torch.rand(3, generator=other_generator), expected_draw)
+    assert torch.equal(torch.rand(3), expected_global)
+    assert not list(path.parent.glob("*.partial"))
+
+
+class Foreign:
+    pass
+
+
+@pytest.mark.parametrize(
+    "write,message",
+    [
+        (lambda p: p.write_bytes(b"\x80\x02garbage"), "unreadable"),
+        (lambda p: torch.save({"weights": torch.zeros(2)}, p), "not an fmnist checkpoint"),
+        (lambda p: torch.save(Foreign(), p), "unreadable"),  # weights_only refuses arbitrary objects
+    ],
+)
+def test_truncated_or_foreign_files_are_refused_with_a_message(tmp_path, write, message):
+    path = tmp_path / "x.pt"
+    write(path)
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        checkpoint.load(path, "abc")
+
+
+def test_a_truncated_checkpoint_is_refused(tmp_path):
+    model, optimizer, generator = make_state()
+    path = tmp_path / "abc.pt"
+    checkpoint.save(checkpoint.capture("run-1", "abc", [], model, optimizer, generator), path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(checkpoint.CheckpointError, match="unreadable"):
+        checkpoint.load(path, "abc")
+    checkpoint.save(checkpoint.capture("run-1", "abc", [], model, optimizer, generator), path)
+    with pytest.raises(checkpoint.CheckpointError, match="another configuration"):
+        checkpoint.load(path, "other")

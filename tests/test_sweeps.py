@@ -1,0 +1,192 @@
+"""Sweeps that survive: parallel jobs, kill and resume, failure isolation, submitit, a tracking server."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fmnist.tracking import FAILURE_TAG, SWEEP_TAG
+from tests.conftest import cli, runs_of, store
+
+pytestmark = pytest.mark.slow
+SMALL = ["model=mlp", "data.train_size=1000", "data.val_size=1000", "progress=false"]
+
+
+def steps(client: MlflowClient, run, key: str = "val/acc") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+
+def test_four_parallel_joblib_jobs_on_a_fresh_store_all_land(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    done = cli(
+        tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "seed=0,1,2,3", *SMALL,
+        "schedule.epochs=2", f"tracking.uri={uri}", f"data.root={real_data_root}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, runs = runs_of(uri)
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(steps(client, r) == [1, 2] and "test/acc" in r.data.metrics for r in runs)
+    assert len({r.data.tags[SWEEP_TAG] for r in runs}) == 1
+    # threads left unset: the cores are shared out among the 4 parallel jobs.
+    assert {r.data.tags["fmnist.threads"] for r in runs} == {str(max(1, len(os.sched_getaffinity(0)) // 4))}
+    assert all(r.data.tags["fmnist.pid"] != str(os.getpid()) for r in runs)
+
+
+def kill_when(uri: str, process: subprocess.Popen, condition, timeout: float = 300) -> None:
+    """SIGKILL the sweep's whole process group as soon as `condition(runs)` holds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            client, runs = runs_of(uri)
+            if condition(client, runs):
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                return
+        except Exception:  # the store may be mid-creation
+            pass
+        time.sleep(0.1)
+    process.kill()
+    pytest.fail("the sweep never reached the point where it should be killed")
+
+
+def test_a_sweep_killed_mid_job_resumes_and_ends_like_an_uninterrupted_one(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    sweep = ["-m", "seed=0,1,2", "model=mlp", "schedule.epochs=3", "progress=false", f"tracking.uri={uri}", f"data.root={real_data_root}"]
+    args = [sys.executable, "-m", "fmnist.run", *sweep, f"hydra.sweep.dir={tmp_path}/multi"]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # Kill once the second job has logged its first epoch (its checkpoint is on disk by then).
+    kill_when(uri, process, lambda client, runs: len(runs) == 2 and steps(client, runs[1]) == [1])
+    _, runs = runs_of(uri)
+    assert [r.info.status for r in runs] == ["FINISHED", "RUNNING"]
+    killed_id = runs[1].info.run_id
+
+    again = cli(tmp_path, *sweep)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "skipping: this configuration already finished" in again.stderr
+    assert f"resuming run {killed_id} after epoch 1" in again.stderr
+    client, runs = runs_of(uri)
+    assert [r.info.status for r in runs] == ["FINISHED"] * 3
+    assert runs[1].info.run_id == killed_id  # the same MLflow run continued
+    for run in runs:
+        for key in ("train/loss", "val/acc", "epoch/seconds"):
+            assert steps(client, run, key) == [1, 2, 3], (run.info.run_name, key)
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))  # finished runs leave no checkpoint
+
+    # On the CPU a resumed run is bit-for-bit the uninterrupted one.
+    reference = store(tmp_path / "ref")
+    (tmp_path / "ref").mkdir()
+    fresh = cli(tmp_path / "ref", "seed=1", "model=mlp", "schedule.epochs=3", "progress=false", f"tracking.uri={reference}", f"data.root={real_data_root}")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    _, (uninterrupted,) = runs_of(reference)
+    for key in ("test/acc", "test/loss", "val/loss", "train/loss"):
+        assert runs[1].data.metrics[key] == uninterrupted.data.metrics[key], key
+
+
+def test_force_runs_a_finished_configuration_again(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    overrides = [*SMALL, "schedule.epochs=1", f"tracking.uri={uri}", f"data.root={real_data_root}"]
+    assert cli(tmp_path, *overrides).returncode == 0
+    skipped = cli(tmp_path, *overrides)
+    assert skipped.returncode == 0 and "skipping" in skipped.stderr
+    assert len(runs_of(uri)[1]) == 1
+    assert cli(tmp_path, *overrides, "force=true").returncode == 0
+    assert [r.info.status for r in runs_of(uri)[1]] == ["FINISHED", "FINISHED"]
+
+
+def test_a_corrupt_checkpoint_is_refused_and_the_run_starts_afresh(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    overrides = [*SMALL, "schedule.epochs=1", f"tracking.uri={uri}", f"data.root={real_data_root}"]
+    from fmnist.config import fingerprint
+    from tests.conftest import compose_config
+
+    path = tmp_path / "checkpoints" / f"{fingerprint(compose_config(overrides))}.pt"
+    path.parent.mkdir()
+    path.write_bytes(b"PK\x03\x04 truncated")
+    done = cli(tmp_path, *overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"checkpoint {path} is unreadable" in done.stderr and "starting afresh" in done.stderr
+    assert [r.info.status for r in runs_of(uri)[1]] == ["FINISHED"]
+
+
+def test_one_job_raising_and_one_diverging_do_not_stop_the_third(tmp_path, real_data_root):
+    presets = tmp_path / "presets" / "experiment"
+    presets.mkdir(parents=True)
+    (presets / "t_ok.yaml").write_text("# @package _global_\nseed: 0\n")
+    # An unwritable checkpoint folder makes the job raise after its run has started.
+    (presets / "t_raise.yaml").write_text("# @package _global_\nseed: 1\ncheckpoint_dir: /proc/fmnist-cannot-write-here\n")
+    (presets / "t_diverge.yaml").write_text(
+        "# @package _global_\nseed: 2\ndefaults:\n  - override /optimizer: sgd\noptimizer:\n  lr: 1.0e12\n  momentum: 0.9\n"
+    )
+    uri = store(tmp_path)
+    done = cli(
+        tmp_path, "-m", "experiment=t_raise,t_diverge,t_ok", f"hydra.searchpath=[file://{tmp_path / 'presets'}]",
+        *SMALL, "schedule.epochs=1", f"tracking.uri={uri}", f"data.root={real_data_root}",
+    )
+    assert done.returncode != 0  # the sweep says that some jobs failed
+    _, runs = runs_of(uri)
+    by_seed = {r.data.params["seed"]: r for r in runs}
+    assert by_seed["0"].info.status == "FINISHED"
+    assert by_seed["1"].info.status == "FAILED" and "fmnist-cannot-write-here" in by_seed["1"].data.tags[FAILURE_TAG]
+    assert by_seed["2"].info.status == "FAILED" and "training loss became nan" in by_seed["2"].data.tags[FAILURE_TAG]
+
+
+def test_submitit_local_sweep_of_two_jobs(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    done = cli(
+        tmp_path, "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1",
+        "seed=0,1", *SMALL, "schedule.epochs=1", f"tracking.uri={uri}", f"data.root={real_data_root}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, runs = runs_of(uri)
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert {r.data.params["seed"] for r in runs} == {"0", "1"}
+    assert len({r.data.tags["fmnist.pid"] for r in runs} | {str(os.getpid())}) == 3  # each job its own process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen(
+        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("mlflow server did not start within 120 s")
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def test_a_two_job_sweep_against_a_real_mlflow_server(tmp_path, mlflow_server, real_data_root):
+    done = cli(tmp_path, "-m", "loss=ce,mse", *SMALL, "schedule.epochs=1", f"tracking.uri={mlflow_server}", f"data.root={real_data_root}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, runs = runs_of(mlflow_server)
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert sorted(r.data.params["loss.name"] for r in runs) == ["ce", "mse"]
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"model.pt", "test_predictions.csv"} <= artifacts
+    assert (tmp_path / "server-artifacts").is_dir()  # the server stored them, over HTTP
