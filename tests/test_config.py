@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,27 @@ def test_fingerprint_ignores_where_a_run_is_recorded_but_not_what_it_computes():
     assert fingerprint(compose_config(["tracking.uri=sqlite:///elsewhere.db", "device=cpu", "progress=false"])) == base
     assert fingerprint(compose_config(["seed=1"])) != base
     assert fingerprint(compose_config(["loss=mse"])) != base
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local", "slurm"])
+def test_launcher_presets_compose(launcher):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert "submitit" in cfg.hydra.launcher._target_ or "joblib" in cfg.hydra.launcher._target_
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.cpus_per_task == 8 and cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_threads_are_shared_out_among_parallel_jobs():
+    from omegaconf import OmegaConf
+
+    from fmnist.run import threads_per_job
+
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_job(OmegaConf.create({})) is None  # one job at a time: torch's default
+    assert threads_per_job(OmegaConf.create({"n_jobs": 2})) == max(1, cores // 2)
+    assert threads_per_job(OmegaConf.create({"n_jobs": -1})) == 1
+    assert threads_per_job(OmegaConf.create({"n_jobs": 64})) == 1
+    assert threads_per_job(OmegaConf.create({"cpus_per_task": 6})) == 6
