@@ -92,10 +92,14 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+def is_semantic(key: str) -> bool:
+    """Does this dotted key change what a run computes (not just where or how it is recorded)?"""
+    return not any(key == s or key.startswith(f"{s}.") for s in NON_SEMANTIC)
+
+
 def semantic_params(cfg: DictConfig) -> dict[str, object]:
     """Flattened config without the keys that do not change what a run computes."""
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    return {k: v for k, v in flat.items() if not any(k == s or k.startswith(f"{s}.") for s in NON_SEMANTIC)}
+    return {k: v for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items() if is_semantic(k)}
 
 
 def fingerprint(cfg: DictConfig) -> str:

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist import checkpoint, plots
-from fmnist.config import NON_SEMANTIC, Config, fingerprint, flatten, validate
+from fmnist.config import Config, fingerprint, flatten, is_semantic, validate
 from fmnist.data import Dataset, load_dataset
 from fmnist.engine import EpochResult, Evaluation, evaluate, fit
 from fmnist.errors import ConfigError
@@ -47,9 +47,9 @@ class Launch:
     default_threads: int | None = None  # torch threads when the config leaves `threads` unset
 
 
-def run_name(overrides: list[str], non_semantic: tuple[str, ...]) -> str:
+def run_name(overrides: list[str]) -> str:
     """The overrides that change what the run computes, e.g. `loss=mse model=mlp`."""
-    semantic = [o for o in overrides if not o.lstrip("+~").startswith(non_semantic)]
+    semantic = [o for o in overrides if is_semantic(o.lstrip("+~").split("=", 1)[0])]
     return " ".join(semantic) if semantic else "defaults"
 
 
@@ -155,7 +155,7 @@ def execute(cfg: DictConfig, launch: Launch) -> float | None:
         }
         if settings.study.cell:
             tags[CELL_TAG] = settings.study.cell
-        run = tracker.start_run(run_name(launch.overrides, NON_SEMANTIC), flatten(OmegaConf.to_container(cfg, resolve=True)), tags)
+        run = tracker.start_run(run_name(launch.overrides), flatten(OmegaConf.to_container(cfg, resolve=True)), tags)
     try:
         accuracy = Training(settings, cfg, data, device, run, path, fp).run(resume)
     except (KeyboardInterrupt, Terminated):

@@ -14,17 +14,17 @@ import sys
 from pathlib import Path
 
 from fmnist import plots, study
+from fmnist.config import is_semantic
 from fmnist.errors import UserError
 from fmnist.tracking import CELL_TAG, FAILURE_TAG, SWEEP_TAG, RunRecord, Tracker, resolve_uri
 
 CURVE_KEYS = ("train/acc", "val/acc", "train/loss", "val/loss")
 RESULT_COLUMNS = ("epochs", "val/acc", "val/loss", "test/acc", "test/loss", "seconds")
-IGNORED_PARAMS = ("tracking.", "progress", "device", "threads", "data.root", "data.download")
 
 
 def varying_params(runs: list[RunRecord]) -> list[str]:
     """Param keys whose values are not the same in every run, in sorted order."""
-    keys = sorted({k for run in runs for k in run.params if not k.startswith(IGNORED_PARAMS)})
+    keys = sorted({k for run in runs for k in run.params if is_semantic(k)})
     return [k for k in keys if len({run.params.get(k) for run in runs}) > 1]
 
 
