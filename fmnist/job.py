@@ -117,6 +117,30 @@ def resumable(tracker: Tracker, path: Path, fp: str) -> checkpoint.Checkpoint | 
     return None
 
 
+def open_run(tracker: Tracker, cfg: DictConfig, launch: Launch, fp: str, device, resume) -> TrackedRun:
+    """Reopen the interrupted run being resumed, or start a new one with its params and tags."""
+    tags = {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        "fmnist.device": str(device),
+        "fmnist.threads": str(torch.get_num_threads()),
+    }
+    if resume:
+        say(f"resuming run {resume.run_id} after epoch {resume.epoch}")
+        run = tracker.reopen(resume.run_id)
+        run.set_tags(tags)
+        return run
+    tags |= {
+        SWEEP_TAG: launch.sweep_id,
+        FINGERPRINT_TAG: fp,
+        OVERRIDES_TAG: shlex.join(launch.overrides),
+        "mlflow.source.git.commit": git_commit(),
+    }
+    if cfg.study.cell:
+        tags[CELL_TAG] = cfg.study.cell
+    return tracker.start_run(run_name(launch.overrides), flatten(OmegaConf.to_container(cfg, resolve=True)), tags)
+
+
 def execute(cfg: DictConfig, launch: Launch) -> float | None:
     """Validate, then skip, resume or train; log everything. Returns the test accuracy."""
     settings: Config = validate(cfg)
@@ -136,26 +160,7 @@ def execute(cfg: DictConfig, launch: Launch) -> float | None:
     path = Path(launch.base_dir, settings.checkpoint_dir, f"{fp}.pt")
     resume = None if settings.force else resumable(tracker, path, fp)
     close_dead_runs(tracker, previous, keep=resume.run_id if resume else None)
-    tags = {
-        HOST_TAG: socket.gethostname(),
-        PID_TAG: str(os.getpid()),
-        "fmnist.device": str(device),
-        "fmnist.threads": str(torch.get_num_threads()),
-    }
-    if resume:
-        say(f"resuming run {resume.run_id} after epoch {resume.epoch} from {path}")
-        run = tracker.reopen(resume.run_id)
-        run.set_tags(tags)
-    else:
-        tags |= {
-            SWEEP_TAG: launch.sweep_id,
-            FINGERPRINT_TAG: fp,
-            OVERRIDES_TAG: shlex.join(launch.overrides),
-            "mlflow.source.git.commit": git_commit(),
-        }
-        if settings.study.cell:
-            tags[CELL_TAG] = settings.study.cell
-        run = tracker.start_run(run_name(launch.overrides), flatten(OmegaConf.to_container(cfg, resolve=True)), tags)
+    run = open_run(tracker, cfg, launch, fp, device, resume)
     try:
         accuracy = Training(settings, cfg, data, device, run, path, fp).run(resume)
     except (KeyboardInterrupt, Terminated):
