@@ -67,6 +67,9 @@ def main(cfg: DictConfig) -> float | None:
     )
     try:
         return execute(cfg, launch)
+    except (KeyboardInterrupt, Terminated):
+        # The run is marked KILLED and keeps its checkpoint; stop the whole sweep, without a traceback.
+        sys.exit("interrupted: the run is marked KILLED; run the same command again to resume it (finished jobs are skipped)")
     except (UserError, Diverged) as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # Hydra records the failed job and carries on with the rest of the sweep
