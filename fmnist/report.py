@@ -2,7 +2,10 @@
 
 Prints one row per finished run (the config values that differ between the runs, then final
 validation and test figures), lists failed runs apart, and writes Markdown, CSV and a figure of
-the runs' learning curves overlaid under `results/`.
+the runs' learning curves overlaid under `results/`. Runs tagged with a study cell (the
+`table2_*` presets) get the study's Table 2 instead, one per model: seed statistics, paired tests
+against the baseline, LaTeX too, per-factor figures, and the command for the combined run. The
+files are also logged to MLflow as artifacts of a summary run.
 """
 
 import argparse
@@ -19,7 +22,6 @@ from fmnist.errors import UserError
 from fmnist.tracking import CELL_TAG, FAILURE_TAG, SWEEP_TAG, RunRecord, Tracker, resolve_uri
 
 CURVE_KEYS = ("train/acc", "val/acc", "train/loss", "val/loss")
-RESULT_COLUMNS = ("epochs", "val/acc", "val/loss", "test/acc", "test/loss", "seconds")
 
 
 def varying_params(runs: list[RunRecord]) -> list[str]:
@@ -173,7 +175,8 @@ def study_report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, name: s
         combine = study.combined_command(helpful, rows[0].cell.overrides, seeds, tracker.experiment)
         stem = f"{name}_{model}"
         text = (
-            f"# Table 2: {model}\n\nMade by `{command}`.\n\n{study_markdown(values)}{failures_section(runs)}\n"
+            f"# Table 2: {model}\n\nMade by `{command}`.\n\n{study_markdown(values)}"
+            f"{failures_section([r for r in runs if r.params.get('model.name') == model])}\n"
             "Δ: mean over seeds shared with the baseline; 95% CI by a paired bootstrap over seeds and test images. "
             "McNemar: exact test on the test images that exactly one of the two got right (b = only the baseline, "
             "c = only the cell), pooled over the shared seeds. Verdict 'better'/'worse' needs p < 0.05 and a CI "
