@@ -35,8 +35,9 @@ def sweep_id(hydra_cfg) -> str:
 def threads_per_job(launcher_cfg) -> int | None:
     """Cores shared out among parallel jobs, so they do not oversubscribe the CPU."""
     cores = len(os.sched_getaffinity(0))
-    if launcher_cfg.get("cpus_per_task"):  # submitit: the scheduler gives each job its own cores
-        return int(launcher_cfg.cpus_per_task)
+    if "submitit" in launcher_cfg.get("_target_", ""):
+        # submitit: each job gets cpus_per_task cores; unset, all jobs share this machine at once.
+        return int(launcher_cfg.get("cpus_per_task") or 1)
     jobs = launcher_cfg.get("n_jobs")  # joblib: n_jobs processes on this machine; -1 = one per core
     if jobs:
         return max(1, cores // (cores if jobs < 0 else jobs))

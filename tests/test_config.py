@@ -111,4 +111,6 @@ def test_threads_are_shared_out_among_parallel_jobs():
     assert threads_per_job(OmegaConf.create({"n_jobs": 2})) == max(1, cores // 2)
     assert threads_per_job(OmegaConf.create({"n_jobs": -1})) == 1
     assert threads_per_job(OmegaConf.create({"n_jobs": 64})) == 1
-    assert threads_per_job(OmegaConf.create({"cpus_per_task": 6})) == 6
+    submitit = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+    assert threads_per_job(OmegaConf.create({"_target_": submitit, "cpus_per_task": 6})) == 6
+    assert threads_per_job(OmegaConf.create({"_target_": submitit, "cpus_per_task": None})) == 1
