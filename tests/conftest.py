@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from fmnist.config import register_schema
-from fmnist.data import DEBIAN_ROOT, ENV_VAR, FILES, DataConfig, locate
+from fmnist.data import ENV_VAR, FILES, DataConfig, locate
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 register_schema()

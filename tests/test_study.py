@@ -12,6 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from fmnist import report
+from fmnist.job import write_predictions
 from fmnist.study import combined_command
 from fmnist.tracking import CELL_TAG, OVERRIDES_TAG, SUMMARY_TAG, Tracker
 from tests.conftest import compose_config
@@ -36,8 +37,7 @@ def log_run(tracker: Tracker, folder: Path, cell: str, seed: int, readings: dict
     for epoch, predicted in readings.items():
         run.log_metrics({"test/acc": (predicted == LABELS).float().mean().item()}, step=epoch)
         name = "test_predictions.csv" if epoch == epochs else f"test_predictions_epoch{epoch}.csv"
-        rows = "\n".join(f"{i},{int(y)},{int(p)}" for i, (y, p) in enumerate(zip(LABELS.tolist(), predicted.tolist())))
-        (out / name).write_text("index,label,prediction\n" + rows + "\n")
+        write_predictions(out / name, LABELS, predicted)
     run.log_artifacts(out)
     run.finish()
 
