@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fmnist.data import DataConfig
+from fmnist.engine import PRECISIONS
 from fmnist.errors import ConfigError, require
 from fmnist.losses import LossConfig
 from fmnist.models import ModelConfig
@@ -54,6 +55,9 @@ class Config:
     batch_size: int = 128
     device: str = "auto"  # auto: CUDA, then MPS, then CPU
     threads: int | None = None  # torch CPU threads; None: cores / parallel jobs (torch's default alone)
+    precision: str = "fp32"  # fp32, or bf16: autocast matmuls and convolutions to bfloat16
+    channels_last: bool = False  # NHWC memory layout for conv weights and activations (faster convs on CPU and GPU)
+    compile: bool = False  # torch.compile the model (needs a C++ compiler on CPU; pays a one-off compile time)
     progress: bool = True  # per-batch progress bar (only on a terminal)
     force: bool = False  # train even if an identical run already finished (no skip, no resume)
     checkpoint_dir: str = "checkpoints"  # per-epoch checkpoints of unfinished runs; relative to the launch folder
@@ -62,6 +66,7 @@ class Config:
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}; got '{self.device}'")
         require(self.threads is None or self.threads >= 1, f"threads must be >= 1 or null, got {self.threads}")
+        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'")
         late = [e for e in self.study.test_at if e > self.schedule.epochs]
         require(not late, f"study.test_at has epochs {late} beyond schedule.epochs={self.schedule.epochs}")
 

@@ -114,7 +114,8 @@ def _product(shape: list[int]) -> int:
     return n
 
 
-def _find_file(root: Path, name: str) -> Path | None:
+def find_file(root: Path, name: str) -> Path | None:
+    """The IDX file `name` in `root`, raw or gzipped; None if neither is there."""
     for candidate in (root / name, root / f"{name}.gz"):
         if candidate.is_file():
             return candidate
@@ -122,7 +123,7 @@ def _find_file(root: Path, name: str) -> Path | None:
 
 
 def _has_all_files(root: Path) -> bool:
-    return all(_find_file(root, name) for name in SHA256)
+    return all(find_file(root, name) for name in SHA256)
 
 
 def candidate_roots(root: str | None) -> list[Path]:
@@ -172,7 +173,7 @@ def download(root: Path) -> Path:
 
 def _load_file(root: Path, name: str, shape: tuple, verify: bool) -> tuple[torch.Tensor, Path]:
     """Read one file; with `verify`, insist on the official shape and checksum, else on the item shape."""
-    path = _find_file(root, name)
+    path = find_file(root, name)
     if path is None:
         raise DataError(f"{root / name}[.gz] is missing")
     raw = _read_bytes(path)

@@ -14,6 +14,12 @@ from fmnist.transforms import BatchTransform
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 CHECK_EVERY = 50  # steps between finiteness checks (each one syncs with the device)
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass's precision: bf16 autocast (matmuls and convs in bf16, the rest fp32), or plain fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 class Diverged(RuntimeError):
@@ -47,12 +53,16 @@ class Evaluation:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, transform: BatchTransform, loss_fn: LossFn, batch_size: int = 1000) -> Evaluation:
+def evaluate(
+    model: nn.Module, split: Split, transform: BatchTransform, loss_fn: LossFn, batch_size: int = 1000, precision: str = "fp32"
+) -> Evaluation:
+    """Loss, accuracy and predictions on `split`; logits are averaged over the transform's eval views."""
     model.eval()
     loss_sum = torch.zeros((), device=split.labels.device)
     predictions = []
     for images, labels in batches(split, batch_size):
-        logits = model(transform.eval(images)).float()
+        with autocast(labels.device, precision):
+            logits = torch.stack([model(view).float() for view in transform.eval_views(images)]).mean(0)
         loss_sum += loss_fn(logits, labels) * len(labels)
         predictions.append(logits.argmax(dim=1))
     predicted = torch.cat(predictions)
@@ -76,6 +86,7 @@ def train_epoch(
     set_lr: Callable[[float], None],
     epoch: int,
     progress: bool,
+    precision: str = "fp32",
 ) -> tuple[float, float]:
     """One pass over `split`; returns mean training loss and accuracy."""
     model.train()
@@ -85,8 +96,9 @@ def train_epoch(
     bar = tqdm(batches(split, batch_size, generator), total=steps, desc=f"epoch {epoch}", disable=None if progress else True, leave=False)
     for step, (images, labels) in enumerate(bar):
         set_lr(epoch - 1 + step / steps)
-        logits = model(transform.train(images, generator))
-        loss = loss_fn(logits.float(), labels)
+        with autocast(labels.device, precision):
+            logits = model(transform.train(images, generator)).float()
+        loss = loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -112,6 +124,7 @@ def fit(
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
     progress: bool = True,
     start_epoch: int = 1,
+    precision: str = "fp32",
 ) -> list[EpochResult]:
     """Train epochs `start_epoch`..`epochs`, validating after each; `lr_factor(epochs elapsed)` scales the base lr.
 
@@ -128,9 +141,9 @@ def fit(
     for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
         train_loss, train_acc = train_epoch(
-            model, optimizer, loss_fn, transform, data.train, batch_size, generator, set_lr, epoch, progress
+            model, optimizer, loss_fn, transform, data.train, batch_size, generator, set_lr, epoch, progress, precision
         )
-        val = evaluate(model, data.val, transform, loss_fn)
+        val = evaluate(model, data.val, transform, loss_fn, precision=precision)
         result = EpochResult(epoch, train_loss, train_acc, val.loss, val.acc, time.perf_counter() - start)
         history.append(result)
         print(

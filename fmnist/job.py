@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist import checkpoint, plots
 from fmnist.config import Config, fingerprint, flatten, is_semantic, validate
-from fmnist.data import Dataset, load_dataset
+from fmnist.data import DataConfig, Dataset, load_dataset
 from fmnist.engine import EpochResult, Evaluation, evaluate, fit
 from fmnist.errors import ConfigError
 from fmnist.losses import build_loss
@@ -60,6 +60,31 @@ def pick_device(requested: str) -> torch.device:
     if not available[requested]:
         raise ConfigError(f"device={requested} was asked for but none is available here; use device=auto or device=cpu")
     return torch.device(requested)
+
+
+_loaded: dict[tuple, Dataset] = {}
+
+
+def dataset(cfg: DataConfig) -> Dataset:
+    """The data set, read (and verified) once per process: a sweep's jobs in one process share it.
+
+    Training never writes to the tensors (transforms make new ones), so sharing is safe.
+    """
+    key = astuple(cfg)
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = load_dataset(cfg)
+    return _loaded[key]
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """bf16 must be supported by the device; on a CPU without native bf16 it runs, slowly, so say so."""
+    if precision != "bf16":
+        return
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use precision=fp32")
+    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        say("precision=bf16: this CPU has no native bfloat16 instructions, so bf16 will be slower than fp32 here")
 
 
 def git_commit() -> str:
@@ -152,10 +177,11 @@ def execute(cfg: DictConfig, launch: Launch) -> float | None:
         say(f"skipping: this configuration already finished as run {done[-1].run_id} ('{done[-1].name}'); force=true runs it again")
         return done[-1].metrics.get("test/acc")
     device = pick_device(settings.device)
+    check_precision(settings.precision, device)
     threads = settings.threads or launch.default_threads
     if threads:
         torch.set_num_threads(threads)
-    data = load_dataset(settings.data).to(device)
+    data = dataset(settings.data).to(device)
 
     path = Path(launch.base_dir, settings.checkpoint_dir, f"{fp}.pt")
     resume = None if settings.force else resumable(tracker, path, fp)
@@ -181,7 +207,10 @@ class Training:
     def __init__(self, settings: Config, cfg: DictConfig, data: Dataset, device: torch.device, run: TrackedRun, path: Path, fp: str):
         self.settings, self.cfg, self.data, self.run_log, self.path, self.fp = settings, cfg, data, run, path, fp
         torch.manual_seed(settings.seed)  # model initialisation draws from the global generator
-        self.model = build_model(settings.model).to(device)
+        layout = torch.channels_last if settings.channels_last else torch.preserve_format
+        self.model = build_model(settings.model).to(device, memory_format=layout)
+        # The compiled wrapper shares the model's parameters; checkpoints and artifacts save the plain model.
+        self.net = torch.compile(self.model) if settings.compile else self.model
         self.optimizer = build_optimizer(self.model.parameters(), settings.optimizer)
         self.loss_fn = build_loss(settings.loss)
         self.transform = build_transform(settings.transform)
@@ -195,7 +224,7 @@ class Training:
             self.history = [EpochResult(**h) for h in resume.history]
             self._log_missing_epochs()
         fit(
-            self.model,
+            self.net,
             self.optimizer,
             self.loss_fn,
             build_schedule(self.settings.schedule),
@@ -207,14 +236,18 @@ class Training:
             on_epoch=self._after_epoch,
             progress=self.settings.progress,
             start_epoch=len(self.history) + 1,
+            precision=self.settings.precision,
         )
-        test = evaluate(self.model, self.data.test, self.transform, self.loss_fn)
+        test = self._test()
         say(f"test/loss {test.loss:.4f}  test/acc {test.acc:.4f}")
         self.run_log.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=len(self.history))
         with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as folder:
             write_artifacts(Path(folder), self.cfg, self.history, test, self.labels, self.model)
             self.run_log.log_artifacts(Path(folder))
         return test.acc
+
+    def _test(self) -> Evaluation:
+        return evaluate(self.net, self.data.test, self.transform, self.loss_fn, precision=self.settings.precision)
 
     def _after_epoch(self, result: EpochResult) -> None:
         self.history.append(result)
@@ -238,7 +271,7 @@ class Training:
             return
         if epoch in self.run_log.logged_steps("test/acc"):
             return
-        test = evaluate(self.model, self.data.test, self.transform, self.loss_fn)
+        test = self._test()
         with tempfile.TemporaryDirectory(prefix="fmnist-milestone-") as folder:
             write_predictions(Path(folder, f"test_predictions_epoch{epoch}.csv"), self.labels, test.predictions)
             self.run_log.log_artifacts(Path(folder))

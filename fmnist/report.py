@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from fmnist import plots, study
+from fmnist import plots, stats, study
 from fmnist.config import is_semantic
 from fmnist.errors import UserError
 from fmnist.tracking import CELL_TAG, FAILURE_TAG, SWEEP_TAG, RunRecord, Tracker, resolve_uri
@@ -77,6 +77,31 @@ def select_runs(tracker: Tracker, sweep: str | None, all_runs: bool, filter_stri
     return runs, f"sweep_{sweep}"
 
 
+def seed_summary(rows: list[dict[str, object]], keys: list[str]) -> list[dict[str, object]]:
+    """Runs that differ only in their seed, pooled: n, test accuracy mean ± std, min and max, mean seconds."""
+    config_keys = [k for k in keys if k != "seed"]
+    groups: dict[tuple, list[dict[str, object]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in config_keys), []).append(row)
+    summary = []
+    for config, members in groups.items():
+        acc = [100 * float(m["test/acc"]) for m in members]
+        mean, std = stats.mean_std(acc)
+        seconds, _ = stats.mean_std([float(m["seconds"]) for m in members])
+        summary.append(
+            dict(zip(config_keys, config))
+            | {
+                "n": len(members),
+                "seeds": " ".join(str(m.get("seed", "")) for m in members),
+                "test acc % (mean ± std)": f"{mean:.2f} ± {std:.2f}",
+                "min": f"{min(acc):.2f}",
+                "max": f"{max(acc):.2f}",
+                "train seconds (mean)": f"{seconds:.1f}",
+            }
+        )
+    return summary
+
+
 def failures_section(runs: list[RunRecord]) -> str:
     failures = [
         {"run": r.name, "status": r.status, "reason": r.tags.get(FAILURE_TAG) or "still running, or its process was killed"}
@@ -96,8 +121,14 @@ def comparison_report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, na
         rows.append(result_row(run, run_curves, tracker.history(run.run_id, "epoch/seconds"), keys))
         label = " ".join(f"{k}={run.params.get(k)}" for k in keys) or run.name
         curves[label] = {k: v for k, v in run_curves.items() if k.startswith("val/")}
-    table = markdown_table(rows) + failures_section(runs)
+    table = markdown_table(rows)
     files = [out_dir / f"{name}.md", out_dir / f"{name}.csv"]
+    if "seed" in keys:
+        summary = seed_summary(rows, keys)
+        table += f"\nOver seeds (every finished run counted, none left out):\n\n{markdown_table(summary)}"
+        files.append(out_dir / f"{name}_seeds.csv")
+        write_csv(summary, files[-1])
+    table += failures_section(runs)
     files[0].write_text(f"# {name}\n\nMade by `{command}`.\n\n{table}")
     write_csv(rows, files[1])
     if curves:

@@ -122,6 +122,10 @@ class Tracker:
     def history_by_step(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
 
+    def timed_history(self, run: RunRecord, key: str) -> list[tuple[int, float, float]]:
+        """(step, value, seconds from the run's start to the value being logged), ordered by step."""
+        return sorted((m.step, m.value, (m.timestamp - run.start_time) / 1000) for m in self.client.get_metric_history(run.run_id, key))
+
     def artifact_text(self, run_id: str, path: str) -> str:
         with tempfile.TemporaryDirectory(prefix="fmnist-download-") as folder:
             return Path(self.client.download_artifacts(run_id, path, folder)).read_text()

@@ -28,6 +28,7 @@ class TransformConfig:
     flip_p: float = 0.5  # probability of a horizontal flip
     crop_padding: int = 2  # pixels of zero padding before the random 28x28 crop
     rotate_degrees: float = 10.0  # angles drawn uniformly from [-d, d]
+    eval_flip: bool = False  # test-time augmentation: average the logits of each image and its mirror
 
     def __post_init__(self):
         for name in self.augment:
@@ -91,6 +92,11 @@ class BatchTransform:
 
     def eval(self, images: torch.Tensor) -> torch.Tensor:
         return self._normalize(images.float().div_(255.0))
+
+    def eval_views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The inputs whose logits evaluation averages: the image, and its mirror under `eval_flip`."""
+        x = self.eval(images)
+        return [x, x.flip(-1)] if self.cfg.eval_flip else [x]
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.cfg.mean) / self.cfg.std).unsqueeze(1)

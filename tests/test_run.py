@@ -1,6 +1,8 @@
 """End to end: real Hydra, real SQLite MLflow store in tmp_path, real Fashion-MNIST (a small subset)."""
 
 import csv
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,23 @@ def test_wrong_group_option_lists_the_valid_ones(tmp_path):
     done = cli(tmp_path, "loss=mes")
     assert done.returncode != 0
     assert "Could not find 'loss/mes'" in done.stderr and "mse" in done.stderr and "nll" in done.stderr
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_fast_preset_runs_in_bf16_channels_last_and_saves_a_plain_model(tmp_path, real_data_root, compiled):
+    if compiled and not shutil.which(os.environ.get("CXX", "g++")):
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    uri = store(tmp_path)
+    done = cli(
+        tmp_path, "experiment=fast", "model.channels=[8,16]", "data.train_size=3000", "schedule.epochs=2", "progress=false",
+        f"compile={str(compiled).lower()}", f"tracking.uri={uri}", f"data.root={real_data_root}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, (run,) = runs_of(uri, "fast")
+    params = run.data.params
+    assert params["precision"] == "bf16" and params["channels_last"] == "True" and params["transform.eval_flip"] == "True"
+    assert params["compile"] == str(compiled) and params["model.name"] == "vgg"
+    assert run.data.metrics["test/acc"] > 0.5  # learned: chance is 0.1
+    folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl")))
+    state = torch.load(folder / "model.pt", weights_only=True)
+    assert "0.weight" in state and state["0.weight"].dtype == torch.float32  # no compile wrapper prefix, fp32 weights

@@ -1,0 +1,46 @@
+"""The benchmark scripts run and report what they measured (speed itself is not asserted here)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fmnist.tracking import Tracker
+from tests.conftest import store
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def bench(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_throughput_compares_fmnist_with_the_dataloader_reference(tmp_path, real_data_root):
+    bench("throughput.py", "--steps", "1", "--repeats", "1", "--models", "mlp", "--out", str(tmp_path), cwd=tmp_path)
+    text = (tmp_path / "throughput.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| mlp |")]
+    assert len(rows) == 4 and "reference, DataLoader num_workers=2" in text and "fmnist, bf16" in text
+    ratios = [float(cell.strip().rstrip("x")) for row in rows for cell in row.split("|")[4:5]]
+    assert max(ratios[:2]) == 1.0  # the faster reference is the unit
+    assert "CPU cores" in text and "python benchmarks/throughput.py" in text
+
+
+def test_time_to_accuracy_finds_the_first_epoch_at_each_threshold(tmp_path):
+    uri = store(tmp_path)
+    tracker = Tracker(uri, "fast")
+    for seed, readings in enumerate([(0.90, 0.93, 0.94), (0.91, 0.92, 0.929)]):
+        run = tracker.start_run(f"seed {seed}", {"seed": seed}, {})
+        for epoch, acc in enumerate(readings, start=1):
+            run.log_metrics({"test/acc": acc}, step=epoch)
+        run.finish()
+    bench("time_to_accuracy.py", "--experiments", "fast", "--tracking-uri", uri, "--out", str(tmp_path), cwd=tmp_path)
+    lines = (tmp_path / "time_to_accuracy.md").read_text().splitlines()
+    seed0 = next(line for line in lines if line.startswith("| 0 |"))
+    seed1 = next(line for line in lines if line.startswith("| 1 |"))
+    assert "(epoch 2)" in seed0.split("|")[3] and "(epoch 3)" in seed0.split("|")[4]
+    assert "(epoch 3)" in seed1.split("|")[3] and "not reached" in seed1.split("|")[4]
+    assert "(2/2 runs)" in lines[-1] and "(1/2 runs)" in lines[-1]

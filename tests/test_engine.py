@@ -1,0 +1,79 @@
+"""The training loop's options: bf16 autocast, mirrored test-time views, a dataset read once per process."""
+
+import pytest
+import torch
+from torch import nn
+
+from fmnist.data import DataConfig, Split
+from fmnist.engine import evaluate, train_epoch
+from fmnist.job import dataset
+from fmnist.losses import LossConfig, build_loss
+from fmnist.models import ModelConfig, build_model
+from fmnist.transforms import TransformConfig, build_transform
+
+
+def tiny_split(n: int = 64, seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (n,), generator=g))
+
+
+class LeftHalf(nn.Module):
+    """Logits from the left half of the image only, so an image and its mirror give different logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(28 * 14, 10)
+
+    def forward(self, x):
+        return self.linear(x[..., :14].flatten(1))
+
+
+def test_eval_flip_averages_the_logits_of_each_image_and_its_mirror():
+    torch.manual_seed(0)
+    model, split = LeftHalf(), tiny_split()
+    loss_fn = build_loss(LossConfig())
+    plain = build_transform(TransformConfig())
+    with_flip = build_transform(TransformConfig(eval_flip=True))
+    x = plain.eval(split.images)
+    with torch.no_grad():
+        expected = ((model(x) + model(x.flip(-1))) / 2).argmax(1)
+        unflipped = model(x).argmax(1)
+    result = evaluate(model, split, with_flip, loss_fn)
+    assert torch.equal(result.predictions, expected)
+    assert not torch.equal(result.predictions, unflipped)  # the mirror did change some predictions
+    assert torch.equal(evaluate(model, split, plain, loss_fn).predictions, unflipped)
+
+
+@pytest.mark.parametrize("name", ["mlp", "vgg"])
+def test_bf16_runs_matmuls_in_bfloat16_and_still_learns(name):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=name, channels=[8, 16]))
+    if name == "vgg":
+        model = model.to(memory_format=torch.channels_last)
+    seen = []
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    last.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    split, transform, loss_fn = tiny_split(128), build_transform(TransformConfig()), build_loss(LossConfig())
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    losses = [
+        train_epoch(model, optimizer, loss_fn, transform, split, 32, generator, lambda e: None, epoch, False, precision="bf16")[0]
+        for epoch in range(1, 16)
+    ]
+    assert seen[0] == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32; only the compute is bf16
+    assert losses[-1] < 0.5 * losses[0]  # memorizes 128 random images: gradients flow through bf16
+
+
+def test_fp32_leaves_everything_in_float32():
+    model, seen = build_model(ModelConfig(name="mlp")), []
+    model[-1].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    evaluate(model, tiny_split(), build_transform(TransformConfig()), build_loss(LossConfig()), precision="fp32")
+    assert seen == [torch.float32]
+
+
+def test_the_dataset_is_read_once_per_process_per_data_config(tiny_data):
+    first = dataset(DataConfig(root=str(tiny_data), val_size=16, verify=False, download=False))
+    assert dataset(DataConfig(root=str(tiny_data), val_size=16, verify=False, download=False)) is first
+    other = dataset(DataConfig(root=str(tiny_data), val_size=8, verify=False, download=False))
+    assert other is not first and len(other.val) == 8
