@@ -44,3 +44,14 @@ def test_time_to_accuracy_finds_the_first_epoch_at_each_threshold(tmp_path):
     assert "(epoch 2)" in seed0.split("|")[3] and "(epoch 3)" in seed0.split("|")[4]
     assert "(epoch 3)" in seed1.split("|")[3] and "not reached" in seed1.split("|")[4]
     assert "(2/2 runs)" in lines[-1] and "(1/2 runs)" in lines[-1]
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_can_train_the_preset_itself(tmp_path, real_data_root):
+    bench(
+        "time_to_accuracy.py", "--run", "fast", "--seeds", "3", "--out", str(tmp_path),
+        "model.channels=[8,16]", "data.train_size=1000", "schedule.epochs=3", f"data.root={real_data_root}", cwd=tmp_path,
+    )
+    text = (tmp_path / "time_to_accuracy.md").read_text()
+    assert "--run fast --seeds 3 model.channels=[8,16]" in text  # the changed preset is written next to the figures
+    assert "| 3 |" in text and "seed 3:" in text and "not reached" in text
