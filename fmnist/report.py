@@ -202,8 +202,15 @@ def study_report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, name: s
             raise UserError(f"{model}: {err}") from None
         values = [r.values() for r in rows]
         helpful = study.helpful_cells(rows, strict)
-        seeds = sorted(rows[0].cell.acc)
-        combine = study.combined_command(helpful, rows[0].cell.overrides, seeds, tracker.experiment)
+        if any(study.TABLE2.get(r.cell.name, ("",))[0] in study.FACTORS for r in rows):
+            seeds = sorted(rows[0].cell.acc)
+            command_line = study.combined_command(helpful, rows[0].cell.overrides, seeds, tracker.experiment)
+            combine = f"Helpful by the {rule} rule: {', '.join(helpful) or 'none'}. The combined run:\n\n    {command_line}\n"
+        else:
+            combine = (
+                f"No single-factor cells for {model} in this selection, so there is nothing to choose a combination from; "
+                f"run them with `python -m fmnist.run -m 'experiment=glob(table2_*)' model={model}`.\n"
+            )
         stem = f"{name}_{model}"
         text = (
             f"# Table 2: {model}\n\nMade by `{command}`.\n\n{study_markdown(values)}"
@@ -212,7 +219,7 @@ def study_report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, name: s
             "McNemar: exact test on the test images that exactly one of the two got right (b = only the baseline, "
             "c = only the cell), pooled over the shared seeds. Verdict 'better'/'worse' needs p < 0.05 and a CI "
             "that excludes 0.\n\n"
-            f"Helpful by the {rule} rule: {', '.join(helpful) or 'none'}. The combined run:\n\n    {combine}\n"
+            f"{combine}"
         )
         files += [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex"]
         files[-3].write_text(text)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fmnist.config import is_semantic
 from fmnist.stats import Comparison, compare, mean_std
 from fmnist.tracking import CELL_TAG, OVERRIDES_TAG, RunRecord, Tracker
 
@@ -39,6 +40,12 @@ class Cell:
     replaced: int = 0  # earlier runs of the same (cell, seed) superseded by a later one
     overrides: list[str] = field(default_factory=list)  # command-line overrides of the latest run
     note: str = ""
+
+
+def what_it_changes(overrides: list[str]) -> list[str]:
+    """The overrides that say what a run computes, minus the seed and the cell tag."""
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    return [o for o, k in zip(overrides, keys) if is_semantic(k) and k not in ("seed", "study.cell")]
 
 
 def _correctness(text: str) -> torch.Tensor:
@@ -72,6 +79,8 @@ def collect(tracker: Tracker, runs: list[RunRecord]) -> dict[str, Cell]:
             cell.overrides = shlex.split(run.tags.get(OVERRIDES_TAG, ""))
             if run.tags[CELL_TAG] == "epochs":
                 cell.note = f"read at epoch {epoch} of a {run.params['schedule.epochs']}-epoch run"
+            if name == "combined":
+                cell.note = "ran " + " ".join(what_it_changes(cell.overrides))
     return cells
 
 

@@ -106,6 +106,20 @@ def test_combine_rules_pick_study_or_significant_gains(study_store, capsys):
     assert "Helpful by the strict (significant gains only) rule: flip" in capsys.readouterr().out
 
 
+def test_a_model_with_only_baseline_and_combined_runs_says_what_the_combination_was(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "table2")
+    log_run(tracker, tmp_path, "baseline", 0, {5: predictions(0.90, 0)}, ["experiment=table2_baseline", "model=mlp", "seed=0"])
+    chosen = ["experiment=table2_flip", "schedule.epochs=20", "study.cell=combined", "model=mlp", "seed=0", "threads=1"]
+    log_run(tracker, tmp_path, "combined", 0, {20: predictions(0.92, 0)}, chosen, epochs=20)
+    report.main(["--tracking-uri", uri, "--experiment", "table2", "--all", "--out", str(tmp_path / "r"), "--name", "t"])
+    out = capsys.readouterr().out
+    assert "No single-factor cells for mlp" in out and "python -m fmnist.run -m experiment" not in out
+    rows = read_rows(tmp_path / "r" / "t_mlp.csv")
+    assert rows["combined"]["note"] == "ran experiment=table2_flip schedule.epochs=20 model=mlp"
+    assert float(rows["combined"]["diff"]) == pytest.approx(2.0)
+
+
 def test_combined_command_is_accepted_by_hydra():
     command = combined_command(["epochs10", "adamw", "flip", "mse"], ["experiment=table2_baseline", "model=vgg", "seed=0"], [0, 1], "table2")
     words = shlex.split(command)
@@ -133,3 +147,4 @@ def test_the_printed_combined_command_runs_and_becomes_the_combined_row(study_st
     report.main(["--tracking-uri", uri, "--experiment", "table2", "--all", "--out", str(tmp_path / "r"), "--name", "again"])
     rows = read_rows(tmp_path / "r" / "again_mlp.csv")
     assert rows["combined"]["n"] == "2" and rows["combined"]["study_acc"] == "92.86"
+    assert rows["combined"]["note"].startswith("ran experiment=table2_flip")  # what the combination was
