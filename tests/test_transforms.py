@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fmnist.errors import ConfigError
-from fmnist.transforms import AUGMENTATIONS, FMNIST_MEAN, FMNIST_STD, TransformConfig, build_transform
+from fmnist.transforms import AUGMENTATIONS, FMNIST_MEAN, FMNIST_STD, TransformConfig, build_transform, random_crop
 
 
 @pytest.fixture
@@ -51,6 +51,17 @@ def test_crop_shifts_the_image_within_the_padding():
         out = denormalize(transform.train(image, gen(seed)))[0]
         y, x = divmod(int(out.argmax()), 28)
         assert abs(y - 10) <= 3 and abs(x - 12) <= 3 and out.max() > 250
+
+
+def test_crop_of_a_batch_equals_cropping_each_image_at_its_drawn_offset():
+    images = torch.rand(16, 28, 28, generator=gen(1))
+    cfg = TransformConfig(crop_padding=2)
+    out = random_crop(images, gen(5), cfg)
+    dy, dx = torch.randint(0, 5, (2, 16), generator=gen(5))  # the same draw the crop made
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    expected = torch.stack([padded[i, dy[i] : dy[i] + 28, dx[i] : dx[i] + 28] for i in range(16)])
+    assert torch.equal(out, expected)
+    assert not torch.equal(out, images)
 
 
 def test_rotate_by_zero_degrees_is_the_identity_and_rotation_moves_pixels(images):
