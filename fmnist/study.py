@@ -38,6 +38,7 @@ class Cell:
     correct: dict[int, torch.Tensor] = field(default_factory=dict)  # seed -> per-image correctness
     curves: dict[int, dict[str, list[float]]] = field(default_factory=dict)  # seed -> val curves
     replaced: int = 0  # earlier runs of the same (cell, seed) superseded by a later one
+    superseded: int = 0  # earlier runs of the cell with other settings, left out of it
     overrides: list[str] = field(default_factory=list)  # command-line overrides of the latest run
     note: str = ""
 
@@ -70,13 +71,17 @@ def collect(tracker: Tracker, runs: list[RunRecord]) -> dict[str, Cell]:
         seed = int(run.params["seed"])
         curves = {key: tracker.history(run.run_id, key) for key in ("val/acc", "val/loss")}
         test_acc = dict(tracker.history_by_step(run.run_id, "test/acc"))
+        overrides = shlex.split(run.tags.get(OVERRIDES_TAG, ""))
         for name, epoch, artifact in _readings(tracker, run):
             cell = cells.setdefault(name, Cell(name))
+            if cell.acc and what_it_changes(cell.overrides) != what_it_changes(overrides):
+                # Never pool different settings under one cell: the latest settings count, alone.
+                cells[name] = cell = Cell(name, superseded=cell.superseded + cell.replaced + len(cell.acc))
             cell.replaced += seed in cell.acc
             cell.acc[seed] = test_acc[epoch]
             cell.correct[seed] = _correctness(tracker.artifact_text(run.run_id, artifact))
             cell.curves[seed] = {k: v[:epoch] for k, v in curves.items()}
-            cell.overrides = shlex.split(run.tags.get(OVERRIDES_TAG, ""))
+            cell.overrides = overrides
             if run.tags[CELL_TAG] == "epochs":
                 cell.note = f"read at epoch {epoch} of a {run.params['schedule.epochs']}-epoch run"
             if name == "combined":
@@ -92,7 +97,12 @@ class Row:
     comparison: Comparison | None  # None for the baseline, or without a seed shared with it
 
     def _replaced_note(self) -> str:
-        return f"{self.cell.replaced} repeated run(s) replaced by the latest" if self.cell.replaced else ""
+        notes = []
+        if self.cell.replaced:
+            notes.append(f"{self.cell.replaced} repeated run(s) replaced by the latest")
+        if self.cell.superseded:
+            notes.append(f"{self.cell.superseded} earlier run(s) with other settings left out")
+        return "; ".join(notes)
 
     def values(self) -> dict[str, object]:
         factor, reported = TABLE2.get(self.cell.name, ("other", None))

@@ -110,14 +110,18 @@ def test_a_model_with_only_baseline_and_combined_runs_says_what_the_combination_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker(uri, "table2")
     log_run(tracker, tmp_path, "baseline", 0, {5: predictions(0.90, 0)}, ["experiment=table2_baseline", "model=mlp", "seed=0"])
-    chosen = ["experiment=table2_flip", "schedule.epochs=20", "study.cell=combined", "model=mlp", "seed=0", "threads=1"]
-    log_run(tracker, tmp_path, "combined", 0, {20: predictions(0.92, 0)}, chosen, epochs=20)
+    earlier = ["experiment=table2_flip", "study.cell=combined", "model=mlp", "seed=0"]
+    log_run(tracker, tmp_path, "combined", 0, {5: predictions(0.80, 0)}, earlier)
+    chosen = ["experiment=table2_flip", "schedule.epochs=20", "study.cell=combined", "model=mlp", "seed=1", "threads=1"]
+    log_run(tracker, tmp_path, "combined", 1, {20: predictions(0.92, 0)}, chosen, epochs=20)
     report.main(["--tracking-uri", uri, "--experiment", "table2", "--all", "--out", str(tmp_path / "r"), "--name", "t"])
     out = capsys.readouterr().out
+    assert "1 earlier run(s) with other settings left out" in out  # the 5-epoch combined run is not pooled in
     assert "No single-factor cells for mlp" in out and "python -m fmnist.run -m experiment" not in out
     rows = read_rows(tmp_path / "r" / "t_mlp.csv")
-    assert rows["combined"]["note"] == "ran experiment=table2_flip schedule.epochs=20 model=mlp"
-    assert float(rows["combined"]["diff"]) == pytest.approx(2.0)
+    assert rows["combined"]["note"].startswith("ran experiment=table2_flip schedule.epochs=20 model=mlp")
+    assert rows["combined"]["n"] == "1" and float(rows["combined"]["test_acc_mean"]) == pytest.approx(92.0)
+    assert rows["combined"]["verdict"] == "no paired seeds"  # seed 1 has no baseline to pair with
 
 
 def test_combined_command_is_accepted_by_hydra():
