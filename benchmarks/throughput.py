@@ -67,10 +67,16 @@ def fresh_model(name: str, channels_last: bool = False) -> tuple[nn.Module, torc
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
 
 
+def endless(loader: DataLoader):
+    """Batches from epoch after epoch, as a training loop sees them (new workers at each epoch start)."""
+    while True:
+        yield from loader
+
+
 def reference_train(name: str, loader: DataLoader, steps: int, warmup: int) -> float:
     model, optimizer = fresh_model(name)
     model.train()
-    batches = iter(loader)  # worker start-up happens during the warm-up steps, outside the clock
+    batches = endless(loader)  # worker start-up happens during the warm-up steps, outside the clock
     start = 0.0
     for step in range(warmup + steps):
         if step == warmup:
@@ -105,8 +111,11 @@ def fmnist_train(name: str, train: Split, steps: int, warmup: int, precision: st
     generator = torch.Generator().manual_seed(0)
 
     def one_pass(n_steps: int) -> None:
-        train_epoch(model, optimizer, loss_fn, transform, subset(train, n_steps * BATCH_SIZE), BATCH_SIZE, generator,
-                    lambda elapsed: None, epoch=1, progress=False, precision=precision)
+        while n_steps > 0:  # epoch after epoch when the steps outnumber one pass over the data
+            k = min(n_steps, len(train) // BATCH_SIZE)
+            train_epoch(model, optimizer, loss_fn, transform, subset(train, k * BATCH_SIZE), BATCH_SIZE, generator,
+                        lambda elapsed: None, epoch=1, progress=False, precision=precision)
+            n_steps -= k
 
     one_pass(warmup)
     start = time.perf_counter()
