@@ -83,8 +83,15 @@ def check_precision(precision: str, device: torch.device) -> None:
         return
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use precision=fp32")
-    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and not cpu_has_bf16():
         say("precision=bf16: this CPU has no native bfloat16 instructions, so bf16 will be slower than fp32 here")
+
+
+def cpu_has_bf16() -> bool:
+    try:  # oneDNN's own check (AVX-512 BF16 or AMX on x86); builds without oneDNN have no such op
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def git_commit() -> str:
