@@ -28,6 +28,8 @@ class TransformConfig:
     flip_p: float = 0.5  # probability of a horizontal flip
     crop_padding: int = 2  # pixels of zero padding before the random 28x28 crop
     rotate_degrees: float = 10.0  # angles drawn uniformly from [-d, d]
+    erase_p: float = 0.5  # probability that a random rectangle of the image is replaced by noise
+    erase_area: list[float] = field(default_factory=lambda: [0.02, 0.25])  # rectangle's share of the image, [min, max]
     eval_flip: bool = False  # test-time augmentation: average the logits of each image and its mirror
 
     def __post_init__(self):
@@ -40,6 +42,11 @@ class TransformConfig:
         require(
             0.0 <= self.rotate_degrees <= 180.0,
             f"transform.rotate_degrees must be in [0, 180], got {self.rotate_degrees}",
+        )
+        require(0.0 <= self.erase_p <= 1.0, f"transform.erase_p must be in [0, 1], got {self.erase_p}")
+        require(
+            len(self.erase_area) == 2 and 0.0 < self.erase_area[0] <= self.erase_area[1] <= 1.0,
+            f"transform.erase_area must be [min, max] with 0 < min <= max <= 1, got {self.erase_area}",
         )
 
 
@@ -76,6 +83,29 @@ def random_rotate(images: torch.Tensor, generator: torch.Generator, cfg: Transfo
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta.to(images.dtype), [n, 1, *images.shape[1:]], align_corners=False)
     return F.grid_sample(images[:, None], grid, align_corners=False, padding_mode="zeros")[:, 0]
+
+
+@AUGMENTATIONS.register("erase")
+def random_erase(images: torch.Tensor, generator: torch.Generator, cfg: TransformConfig) -> torch.Tensor:
+    # Random erasing (Zhong et al., 2017): a rectangle of random area and aspect ratio, at a random
+    # place, filled with uniform noise; built as one mask for the whole batch.
+    n, height, width = images.shape
+    device = images.device
+    low, high = cfg.erase_area
+    area = (low + (high - low) * _uniform(n, generator, device)) * height * width
+    aspect = torch.exp((2 * _uniform(n, generator, device) - 1) * math.log(3.0))  # 1/3 .. 3, log-uniform
+    h = (area * aspect).sqrt().round().clamp(1, height)
+    w = (area / aspect).sqrt().round().clamp(1, width)
+    top = (_uniform(n, generator, device) * (height - h + 1)).floor()
+    left = (_uniform(n, generator, device) * (width - w + 1)).floor()
+    rows = torch.arange(height, device=device)[None, :]
+    cols = torch.arange(width, device=device)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])  # (n, height)
+    in_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])  # (n, width)
+    erase = _uniform(n, generator, device) < cfg.erase_p
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None]
+    noise = torch.rand(images.shape, generator=generator, device=device, dtype=images.dtype)
+    return torch.where(mask, noise, images)
 
 
 class BatchTransform:

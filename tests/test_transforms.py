@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from fmnist.errors import ConfigError
-from fmnist.transforms import AUGMENTATIONS, FMNIST_MEAN, FMNIST_STD, TransformConfig, build_transform, random_crop
+from fmnist.transforms import (
+    AUGMENTATIONS,
+    FMNIST_MEAN,
+    FMNIST_STD,
+    TransformConfig,
+    build_transform,
+    random_crop,
+    random_erase,
+)
 
 
 @pytest.fixture
@@ -71,6 +79,25 @@ def test_rotate_by_zero_degrees_is_the_identity_and_rotation_moves_pixels(images
     assert (denormalize(turned) - images.float()).abs().mean() > 10
 
 
+def test_erase_replaces_one_rectangle_of_the_drawn_size_with_noise():
+    images = torch.full((64, 28, 28), 0.5)
+    out = random_erase(images, gen(3), TransformConfig(erase_p=1.0, erase_area=[0.1, 0.2]))
+    changed = out != images
+    for mask in changed:
+        rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert mask.sum() == box  # one solid rectangle
+        assert 0.1 * 784 * 0.7 <= box <= 0.2 * 784 * 1.3  # the area asked for, up to rounding of the sides
+    assert ((out >= 0) & (out <= 1)).all()
+    untouched = random_erase(images, gen(3), TransformConfig(erase_p=0.0))
+    assert torch.equal(untouched, images)
+
+
+def test_bad_erase_area_is_refused():
+    with pytest.raises(ConfigError, match="transform.erase_area must be"):
+        TransformConfig(erase_area=[0.3, 0.1])
+
+
 def test_unknown_augmentation_is_refused():
-    with pytest.raises(ConfigError, match="unknown augmentation 'flop'; choose one of: crop, flip, rotate"):
+    with pytest.raises(ConfigError, match="unknown augmentation 'flop'; choose one of: crop, erase, flip, rotate"):
         TransformConfig(augment=["flop"])
