@@ -290,6 +290,13 @@ def write_predictions(path: Path, labels: torch.Tensor, predictions: torch.Tenso
     path.write_text("index,label,prediction\n" + "\n".join(rows) + "\n")
 
 
+def write_confusion(path: Path, confusion: torch.Tensor) -> None:
+    """Every count of the confusion matrix: one row per true class, one column per predicted class."""
+    lines = ["true\\predicted," + ",".join(plots.CLASS_NAMES)]
+    lines += [f"{name}," + ",".join(map(str, row)) for name, row in zip(plots.CLASS_NAMES, confusion.tolist())]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def write_artifacts(folder: Path, cfg: DictConfig, history: list[EpochResult], test: Evaluation, labels, model) -> None:
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     curves = {"": {key: [r.metrics()[key] for r in history] for key in ("train/acc", "val/acc", "train/loss", "val/loss")}}
@@ -300,6 +307,7 @@ def write_artifacts(folder: Path, cfg: DictConfig, history: list[EpochResult], t
         f"{i},{name},{acc:.4f},{int(count)}"
         for i, (name, acc, count) in enumerate(zip(plots.CLASS_NAMES, per_class_accuracy(confusion).tolist(), confusion.sum(1)))
     ]
+    write_confusion(folder / "confusion_matrix.csv", confusion)
     (folder / "per_class_accuracy.csv").write_text("class,name,accuracy,count\n" + "\n".join(rows) + "\n")
     write_predictions(folder / "test_predictions.csv", labels, test.predictions)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -29,6 +29,16 @@ def test_throughput_compares_fmnist_with_the_dataloader_reference(tmp_path, real
     assert "CPU cores" in text and "python benchmarks/throughput.py" in text
 
 
+def test_overhead_times_a_real_sweep_against_the_bare_engine(tmp_path, real_data_root):
+    bench("overhead.py", "--jobs", "2", "--train-size", "500", "--out", str(tmp_path), cwd=tmp_path)
+    text = (tmp_path / "overhead.md").read_text()
+    assert "python -m fmnist.run -m model=mlp seed=0,1 schedule.epochs=1 data.train_size=500" in text
+    assert "python benchmarks/overhead.py --jobs 2 --epochs 1 --train-size 500" in text
+    sweep, bare, creation = (line.split("|") for line in text.splitlines() if line.startswith("| ") and "(s)" not in line)
+    assert float(sweep[2]) > float(bare[2]) > 0 and float(creation[2]) > 0
+    assert "s per job** (" in text and "Counting the store's creation as well" in text
+
+
 def test_time_to_accuracy_finds_the_first_epoch_at_each_threshold(tmp_path):
     uri = store(tmp_path)
     tracker = Tracker(uri, "fast")

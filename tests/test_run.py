@@ -16,7 +16,7 @@ from tests.conftest import cli, compose_config, runs_of, store
 pytestmark = pytest.mark.slow
 QUICK = ["model=mlp", "data.train_size=2000", "progress=false"]
 EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc", "epoch/seconds"}
-ARTIFACTS = {"config.yaml", "learning_curves.png", "confusion_matrix.png", "per_class_accuracy.csv", "test_predictions.csv", "model.pt"}
+ARTIFACTS = {"config.yaml", "learning_curves.png", "confusion_matrix.png", "confusion_matrix.csv", "per_class_accuracy.csv", "test_predictions.csv", "model.pt"}
 
 
 def test_one_run_records_params_metrics_per_epoch_tags_and_artifacts(tmp_path, real_data_root):
@@ -46,6 +46,9 @@ def test_one_run_records_params_metrics_per_epoch_tags_and_artifacts(tmp_path, r
     assert state["1.weight"].shape == (512, 784)
     per_class = list(csv.DictReader((folder / "per_class_accuracy.csv").open()))
     assert len(per_class) == 10 and sum(int(r["count"]) for r in per_class) == 10_000
+    confusion = list(csv.reader((folder / "confusion_matrix.csv").open()))[1:]
+    assert sum(int(row[i + 1]) for i, row in enumerate(confusion)) == sum(r["label"] == r["prediction"] for r in rows)
+    assert sum(int(c) for row in confusion for c in row[1:]) == 10_000
     assert "name: mlp" in (folder / "config.yaml").read_text()
     assert (tmp_path / "mlartifacts").is_dir()  # beside the store, not in the cwd of some job
 
