@@ -66,6 +66,16 @@ def fmt(reached: tuple[int, float] | None) -> str:
     return "not reached" if reached is None else f"{reached[1]:.0f} s (epoch {reached[0]})"
 
 
+def summary(times: list[float], runs: int) -> str:
+    """Mean ± std of the times of the runs that reached a threshold (one run: its time alone)."""
+    if not times:
+        return f"not reached (0/{runs})"
+    if len(times) == 1:
+        return f"{times[0]:.0f} s (1/{runs} runs)"
+    mean, std = stats.mean_std(times)
+    return f"{mean:.0f} ± {std:.0f} s ({len(times)}/{runs} runs)"
+
+
 def section(experiment: str, rows: list[dict[str, object]]) -> str:
     head = "| seed | final test acc % | " + " | ".join(f"to {100 * t:.2f}%" for t in THRESHOLDS) + " | run wall time |"
     lines = [f"## experiment={experiment}", "", head, "|---|---:|" + "---:|" * len(THRESHOLDS) + "---:|"]
@@ -75,8 +85,7 @@ def section(experiment: str, rows: list[dict[str, object]]) -> str:
     means = []
     for t in THRESHOLDS:
         times = [row[t][1] for row in rows if row[t]]
-        mean, std = stats.mean_std(times) if times else (float("nan"), float("nan"))
-        means.append(f"{mean:.0f} ± {std:.0f} s ({len(times)}/{len(rows)} runs)" if times else f"not reached (0/{len(rows)})")
+        means.append(summary(times, len(rows)))
     lines.append(f"| mean ± std | | {' | '.join(means)} | |")
     return "\n".join(lines)
 

@@ -53,7 +53,7 @@ def test_time_to_accuracy_finds_the_first_epoch_at_each_threshold(tmp_path):
     seed1 = next(line for line in lines if line.startswith("| 1 |"))
     assert "(epoch 2)" in seed0.split("|")[3] and "(epoch 3)" in seed0.split("|")[4]
     assert "(epoch 3)" in seed1.split("|")[3] and "not reached" in seed1.split("|")[4]
-    assert "(2/2 runs)" in lines[-1] and "(1/2 runs)" in lines[-1]
+    assert "(2/2 runs)" in lines[-1] and "(1/2 runs)" in lines[-1] and "nan" not in lines[-1]
 
 
 @pytest.mark.slow
