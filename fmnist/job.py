@@ -303,11 +303,11 @@ def write_artifacts(folder: Path, cfg: DictConfig, history: list[EpochResult], t
     plots.learning_curves(curves, folder / "learning_curves.png", title=f"test/acc {test.acc:.4f}")
     confusion = confusion_matrix(test.predictions, labels, len(plots.CLASS_NAMES))
     plots.confusion_matrix(confusion, folder / "confusion_matrix.png", title=f"test/acc {test.acc:.4f}")
+    write_confusion(folder / "confusion_matrix.csv", confusion)
     rows = [
         f"{i},{name},{acc:.4f},{int(count)}"
         for i, (name, acc, count) in enumerate(zip(plots.CLASS_NAMES, per_class_accuracy(confusion).tolist(), confusion.sum(1)))
     ]
-    write_confusion(folder / "confusion_matrix.csv", confusion)
     (folder / "per_class_accuracy.csv").write_text("class,name,accuracy,count\n" + "\n".join(rows) + "\n")
     write_predictions(folder / "test_predictions.csv", labels, test.predictions)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from fmnist.errors import require, require_choice
@@ -79,10 +80,7 @@ class Resize(nn.Module):
 
 @MODELS.register("resnet18")
 def resnet18(cfg: ModelConfig) -> nn.Module:
-    # Imported here: torchvision's import pulls in torch._dynamo (~2 s), which only this model needs.
-    from torchvision.models import resnet18 as torchvision_resnet18
-
-    net = torchvision_resnet18(weights=None, num_classes=NUM_CLASSES)
+    net = torchvision.models.resnet18(weights=None, num_classes=NUM_CLASSES)
     if cfg.stem == "imagenet":
         net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
     else:

@@ -51,7 +51,8 @@ def confusion_matrix(confusion, path: Path, title: str = "") -> None:
     shown = counts >= 0.01 * counts.sum(axis=1, keepdims=True)
     for i, j in zip(*shown.nonzero()):
         ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=7, color="white" if counts[i, j] > threshold else "black")
-    ax.set_title(f"{title}\n(counts shown where at least 1% of the row)" if title else "counts shown where at least 1% of the row", fontsize=9)
+    shown_note = "counts shown where at least 1% of the row"
+    ax.set_title(f"{title}\n({shown_note})" if title else shown_note, fontsize=9)
     fig.subplots_adjust(left=0.2, right=0.98, bottom=0.2, top=0.93)
     fig.savefig(path, dpi=110)
     plt.close(fig)
