@@ -1,39 +1,58 @@
-"""Per-job cost of Hydra + MLflow: a 20-job MLP sweep against the same training without them.
+"""Per-job cost of Hydra + MLflow: a 20-job MLP sweep against the same trainings without them.
 
 With them: `python -m fmnist.run -m model=mlp seed=0,...,19 schedule.epochs=1` into an SQLite
 store, timed from the command's start to its exit (Python start-up, composition, store queries,
-params, per-epoch metrics, artifacts: everything). Without them: the same 20 trainings and test
-evaluations in this process, calling the engine directly with data already in memory.
+params, per-epoch metrics, checkpoints, artifacts: everything). Without them:
+benchmarks/bare_sweep.py, the same 20 trainings and test evaluations written by hand, also timed
+as a whole process, so both sides pay Python start-up, the torch import and data loading once.
+
+On this shared 2-core machine the trainings' own speed drifts by ~10% from minute to minute,
+which is as large as the overhead being measured. So each round runs the sweep and then the bare
+process, and the figure is given two ways: the plain difference of the two wall times, and the
+difference once each side's time in epochs (the `epoch/seconds` both record) is taken out of it,
+which cancels the drift. The median over rounds is the headline; every round is printed.
 
 The store is created before the clock starts, as it exists for every sweep after a project's
-first run; its creation (MLflow's schema migrations, a one-off per store) is timed on its own and
-reported beside the per-job figure, with and without it.
+first run; its creation (MLflow's schema migrations, a one-off per store) is timed on its own.
 
-    python benchmarks/overhead.py [--jobs 20] [--epochs 1]
+    python benchmarks/overhead.py [--jobs 20] [--epochs 1] [--rounds 3]
 """
 
 import argparse
+import json
+import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import machine
-import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from fmnist.config import register_schema, validate
-from fmnist.data import load_dataset
-from fmnist.engine import evaluate, fit
-from fmnist.losses import build_loss
-from fmnist.models import build_model
-from fmnist.optimizers import build_optimizer
-from fmnist.schedules import build_schedule
 from fmnist.tracking import Tracker
-from fmnist.transforms import build_transform
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+BENCH = Path(__file__).resolve().parent
+CONF = BENCH.parent / "conf"
+
+
+@dataclass
+class Round:
+    creation: float  # seconds to create the store
+    sweep: float  # seconds of the sweep command
+    sweep_epochs: float  # of which in epochs (sum of its runs' epoch/seconds)
+    bare: float  # seconds of the bare process
+    bare_epochs: float  # of which in epochs
+
+    def per_job(self, jobs: int) -> float:
+        return (self.sweep - self.bare) / jobs
+
+    def per_job_outside_epochs(self, jobs: int) -> float:
+        return ((self.sweep - self.sweep_epochs) - (self.bare - self.bare_epochs)) / jobs
 
 
 def overrides(jobs: int, epochs: int, train_size: int | None = None) -> list[str]:
@@ -41,71 +60,86 @@ def overrides(jobs: int, epochs: int, train_size: int | None = None) -> list[str
     return ["model=mlp", f"seed={','.join(map(str, range(jobs)))}", f"schedule.epochs={epochs}", *subset, "progress=false"]
 
 
-def create_store(uri: str) -> float:
-    """Seconds to create a fresh store in a new process, Python start-up and imports included."""
+def timed(command: list[str]) -> tuple[float, str]:
+    """Seconds one command takes as a whole process, and its output; its error output if it fails."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", f"from fmnist.tracking import Tracker; Tracker({uri!r}, 'fmnist')"], check=True, capture_output=True)
-    return time.perf_counter() - start
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{shlex.join(command)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start, done.stdout
 
 
-def with_hydra_and_mlflow(folder: Path, jobs: int, epochs: int, train_size: int | None) -> tuple[float, float, int]:
-    """Seconds to create the store, seconds of the sweep command, and how many of its runs finished."""
-    uri = f"sqlite:///{folder}/mlflow.db"
-    creation = create_store(uri)
-    command = [sys.executable, "-m", "fmnist.run", "-m", *overrides(jobs, epochs, train_size),
-               f"tracking.uri={uri}", f"hydra.sweep.dir={folder}/multirun", f"checkpoint_dir={folder}/ckpt"]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    seconds = time.perf_counter() - start
-    finished = [r for r in Tracker(uri, "fmnist", create=False).runs() if r.status == "FINISHED"]
-    return creation, seconds, len(finished)
-
-
-def without_them(jobs: int, epochs: int, train_size: int | None) -> float:
+def composed(jobs: int, epochs: int, train_size: int | None) -> dict:
+    """The sweep's config without its seed (each job sets that), resolved to plain values."""
     register_schema()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[o for o in overrides(jobs, epochs, train_size) if not o.startswith("seed=")])
-    settings = validate(cfg)
-    data = load_dataset(settings.data)
-    start = time.perf_counter()
-    for seed in range(jobs):
-        torch.manual_seed(seed)
-        model = build_model(settings.model)
-        optimizer = build_optimizer(model.parameters(), settings.optimizer)
-        loss_fn = build_loss(settings.loss)
-        transform = build_transform(settings.transform)
-        generator = torch.Generator().manual_seed(seed)
-        fit(model, optimizer, loss_fn, build_schedule(settings.schedule), transform, data, epochs, settings.batch_size, generator, progress=False)
-        evaluate(model, data.test, transform, loss_fn)
-    return time.perf_counter() - start
+    validate(cfg)  # the bare side trains only what the sweep would accept
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def one_round(folder: Path, cfg: dict, jobs: int, epochs: int, train_size: int | None) -> Round:
+    """A fresh store, the sweep into it, then the bare process."""
+    uri = f"sqlite:///{folder}/mlflow.db"
+    creation, _ = timed([sys.executable, "-c", f"from fmnist.tracking import Tracker; Tracker({uri!r}, 'fmnist')"])
+    sweep, _ = timed([sys.executable, "-m", "fmnist.run", "-m", *overrides(jobs, epochs, train_size),
+                      f"tracking.uri={uri}", f"hydra.sweep.dir={folder}/multirun", f"checkpoint_dir={folder}/ckpt"])
+    tracker = Tracker(uri, "fmnist", create=False)
+    finished = [r for r in tracker.runs() if r.status == "FINISHED"]
+    if len(finished) != jobs:
+        sys.exit(f"only {len(finished)} of {jobs} jobs finished; the comparison would be meaningless")
+    sweep_epochs = sum(sum(tracker.history(r.run_id, "epoch/seconds")) for r in finished)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    bare, printed = timed([sys.executable, str(BENCH / "bare_sweep.py"), str(folder / "config.json"), "--jobs", str(jobs)])
+    bare_epochs = float(printed.strip().splitlines()[-1].removeprefix("epoch seconds:"))
+    return Round(creation, sweep, sweep_epochs, bare, bare_epochs)
+
+
+def report(rounds: list[Round], jobs: int, epochs: int, sweep_command: str, what: str) -> str:
+    plain = [r.per_job(jobs) for r in rounds]
+    outside = [r.per_job_outside_epochs(jobs) for r in rounds]
+    with_creation = [r.creation / jobs + x for r, x in zip(rounds, outside)]
+    rows = [
+        f"| {i} | {r.creation:.1f} | {r.sweep:.1f} | {r.sweep_epochs:.1f} | {r.bare:.1f} | {r.bare_epochs:.1f} | {p:.2f} | **{o:.2f}** |"
+        for i, (r, p, o) in enumerate(zip(rounds, plain, outside), start=1)
+    ]
+    listed = ", ".join(f"{x:.2f}" for x in outside)
+    return "\n".join([
+        f"{jobs} MLP jobs, each training {epochs} epoch(s) on {what}, then evaluating the test set. Each round, one after the",
+        "other on an otherwise idle machine: create a fresh SQLite store (a one-off per store: new process, imports, MLflow's",
+        f"schema migrations); run the sweep `{sweep_command}` into it; run `python benchmarks/bare_sweep.py`, the same trainings and test evaluations",
+        "written by hand, without Hydra or MLflow. Both are timed as whole processes, so both pay Python start-up, the torch",
+        "import and data loading once. \"In epochs\" is the sum of `epoch/seconds` (training and validation passes) on each",
+        "side; taking it out cancels the drift of the machine's speed between the two runs.",
+        "",
+        "| round | store creation (s) | sweep (s) | sweep in epochs (s) | bare process (s) | bare in epochs (s) | overhead per job, plain difference (s) | overhead per job, epochs taken out (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        f"**Overhead of Hydra + MLflow: {statistics.median(outside):.2f} s per job**, the median of {len(rounds)} round(s) ({listed}),",
+        f"with each side's epochs taken out; as the plain difference of wall times: {statistics.median(plain):.2f} s per job (median).",
+        f"Counting the store's creation as well: {statistics.median(with_creation):.2f} s per job.",
+    ])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="sweep, then bare process, this many times (default 3)")
     parser.add_argument("--train-size", type=int, help="train on this many images (default: all); for smoke tests")
     parser.add_argument("--out", type=Path, default=machine.RESULTS, help="folder for overhead.md (default: results/bench)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="fmnist-overhead-") as folder:
-        creation, swept, finished = with_hydra_and_mlflow(Path(folder), args.jobs, args.epochs, args.train_size)
-    if finished != args.jobs:
-        sys.exit(f"only {finished} of {args.jobs} jobs finished; the comparison would be meaningless")
-    bare = without_them(args.jobs, args.epochs, args.train_size)
-    per_job = (swept - bare) / args.jobs
-    body = "\n".join([
-        f"{args.jobs} MLP jobs, {args.epochs} epoch(s) each on {f'{args.train_size:,} training images' if args.train_size else 'the full training set'}, then the test set; one process each way, run one after the other.",
-        "",
-        "| way | wall time (s) | per job (s) |",
-        "|---|---:|---:|",
-        f"| `python -m fmnist.run -m {' '.join(overrides(args.jobs, args.epochs, args.train_size))}` (Hydra + MLflow, SQLite store) | {swept:.1f} | {swept / args.jobs:.2f} |",
-        f"| the same trainings and test evaluations, engine called directly, data in memory | {bare:.1f} | {bare / args.jobs:.2f} |",
-        f"| creating the SQLite store beforehand (a one-off per store: new process, imports, MLflow's schema migrations) | {creation:.1f} | |",
-        "",
-        f"**Overhead of Hydra + MLflow: {per_job:.2f} s per job** ({swept / bare:.2f}x the bare time), process start-up, imports",
-        f"and data loading included. Counting the store's creation as well: {(swept + creation - bare) / args.jobs:.2f} s per job.",
-    ])
-    machine.write(args.out / "overhead.md", "Per-job overhead of Hydra + MLflow", f"python benchmarks/overhead.py --jobs {args.jobs} --epochs {args.epochs}" + (f" --train-size {args.train_size}" if args.train_size else ""), body)
+    cfg = composed(args.jobs, args.epochs, args.train_size)
+    rounds = []
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="fmnist-overhead-") as folder:
+            rounds.append(one_round(Path(folder), cfg, args.jobs, args.epochs, args.train_size))
+    what = f"{args.train_size:,} training images" if args.train_size else "the full training set"
+    body = report(rounds, args.jobs, args.epochs, f"python -m fmnist.run -m {' '.join(overrides(args.jobs, args.epochs, args.train_size))}", what)
+    command = f"python benchmarks/overhead.py --jobs {args.jobs} --epochs {args.epochs} --rounds {args.rounds}"
+    command += f" --train-size {args.train_size}" if args.train_size else ""
+    machine.write(args.out / "overhead.md", "Per-job overhead of Hydra + MLflow", command, body)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Called by `fmnist.run` (the Hydra entry point) with the composed config and what
 knows; usable without Hydra from a test or a notebook.
 """
 
+import functools
 import os
 import shlex
 import socket
@@ -94,6 +95,7 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+@functools.cache  # the code running is the code imported at start-up: one look per process, not per job
 def git_commit() -> str:
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
