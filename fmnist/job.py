@@ -27,7 +27,16 @@ from fmnist.metrics import confusion_matrix, per_class_accuracy
 from fmnist.models import build_model
 from fmnist.optimizers import build_optimizer
 from fmnist.schedules import build_schedule
-from fmnist.tracking import CELL_TAG, FINGERPRINT_TAG, OVERRIDES_TAG, SWEEP_TAG, RunRecord, Tracker, TrackedRun, resolve_uri
+from fmnist.tracking import (
+    CELL_TAG,
+    FINGERPRINT_TAG,
+    OVERRIDES_TAG,
+    SWEEP_TAG,
+    RunRecord,
+    TrackedRun,
+    Tracker,
+    resolve_uri,
+)
 from fmnist.transforms import build_transform
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +107,7 @@ def cpu_has_bf16() -> bool:
 @functools.cache  # the code running is the code imported at start-up: one look per process, not per job
 def git_commit() -> str:
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+        done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=False)
         return done.stdout.strip() if done.returncode == 0 else ""
 
     try:
