@@ -7,8 +7,8 @@ wall clock from the run's start (after imports and data loading) to the moment t
 accuracy at or above the threshold was logged, so training, validation, test evaluations and
 logging all count.
 
-    python benchmarks/time_to_accuracy.py --run fast --seeds 0 [--tracking-uri sqlite:///timeline.db]
-    python benchmarks/time_to_accuracy.py --experiments fast best   # runs already in the store
+    python benchmarks/time_to_accuracy.py --run fast --seeds 0      # writes time_to_accuracy_fast.md
+    python benchmarks/time_to_accuracy.py --experiments fast best   # runs already in the store: time_to_accuracy.md
 """
 
 import argparse
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--experiments", nargs="+", help="experiments to read from --tracking-uri (without --run)")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
-    parser.add_argument("--out", type=Path, default=machine.RESULTS, help="folder for time_to_accuracy.md (default: results/bench)")
+    parser.add_argument("--out", type=Path, default=machine.RESULTS, help="folder for the .md file (default: results/bench)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for --run (a changed preset: say so next to the figures)")
     args = parser.parse_args()
     if args.run:
@@ -115,9 +115,11 @@ def main() -> None:
             sections = sections_for(uri, [args.run])
         sections.append("Whole-command wall time (Python start-up, imports and data loading included): " + ", ".join(walls) + ".")
         command = " ".join(["python benchmarks/time_to_accuracy.py --run", args.run, "--seeds", *map(str, args.seeds), *args.overrides])
+        name = f"time_to_accuracy_{args.run}.md"  # one file per preset trained, so training one keeps the others
     elif args.experiments:
         sections = sections_for(resolve_uri(args.tracking_uri, Path.cwd()), args.experiments)
         command = f"python benchmarks/time_to_accuracy.py --experiments {' '.join(args.experiments)}"
+        name = "time_to_accuracy.md"
     else:
         parser.error("give --run PRESET, or --experiments to read runs already in --tracking-uri")
     note = (
@@ -125,7 +127,7 @@ def main() -> None:
         "the first test accuracy at or above the threshold; every finished run is listed. "
         "Test accuracy is only known at the epochs where it was evaluated (`study.test_at` and the end)."
     )
-    machine.write(args.out / "time_to_accuracy.md", "Time to accuracy", command, note + "\n\n" + "\n\n".join(sections))
+    machine.write(args.out / name, "Time to accuracy", command, note + "\n\n" + "\n\n".join(sections))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,6 @@ def test_time_to_accuracy_can_train_the_preset_itself(tmp_path, real_data_root):
         "time_to_accuracy.py", "--run", "fast", "--seeds", "3", "--out", str(tmp_path),
         "model.channels=[8,16]", "data.train_size=1000", "schedule.epochs=3", f"data.root={real_data_root}", cwd=tmp_path,
     )
-    text = (tmp_path / "time_to_accuracy.md").read_text()
+    text = (tmp_path / "time_to_accuracy_fast.md").read_text()
     assert "--run fast --seeds 3 model.channels=[8,16]" in text  # the changed preset is written next to the figures
     assert "| 3 |" in text and "seed 3:" in text and "not reached" in text
