@@ -21,6 +21,13 @@ class PlainLogFormatter(LogFormatter):
         return f"{x:g}" if super().__call__(x, pos) else ""
 
 
+def log_y(ax) -> None:
+    """Log-scaled y axis; within one decade the minor ticks are labelled too, else it would show one number."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(PlainLogFormatter())
+    ax.yaxis.set_minor_formatter(PlainLogFormatter(minor_thresholds=(2, 0.5)))
+
+
 def learning_curves(curves: dict[str, dict[str, list[float]]], path: Path, title: str = "") -> None:
     """`curves[label][metric]`, metric in train/acc, val/acc, train/loss, val/loss, indexed by epoch - 1."""
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
@@ -32,9 +39,7 @@ def learning_curves(curves: dict[str, dict[str, list[float]]], path: Path, title
                     epochs = range(1, len(values) + 1)
                     prefix = f"{label} " if label else ""
                     ax.plot(epochs, values, style, marker="o", markersize=3, label=f"{prefix}{split}")
-    ax_loss.set_yscale("log")  # losses of different kinds (ce, mse) differ by orders of magnitude
-    ax_loss.yaxis.set_major_formatter(PlainLogFormatter())
-    ax_loss.yaxis.set_minor_formatter(PlainLogFormatter(minor_thresholds=(2, 0.5)))
+    log_y(ax_loss)  # losses of different kinds (ce, mse) differ by orders of magnitude
     for ax, kind in ((ax_acc, "accuracy"), (ax_loss, "loss")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
