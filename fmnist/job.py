@@ -27,16 +27,7 @@ from fmnist.metrics import confusion_matrix, per_class_accuracy
 from fmnist.models import build_model
 from fmnist.optimizers import build_optimizer
 from fmnist.schedules import build_schedule
-from fmnist.tracking import (
-    CELL_TAG,
-    FINGERPRINT_TAG,
-    OVERRIDES_TAG,
-    SWEEP_TAG,
-    RunRecord,
-    TrackedRun,
-    Tracker,
-    resolve_uri,
-)
+from fmnist.tracking import CELL_TAG, FINGERPRINT_TAG, OVERRIDES_TAG, SWEEP_TAG, RunRecord, Tracker, TrackedRun, resolve_uri
 from fmnist.transforms import build_transform
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
