@@ -41,7 +41,7 @@ def learning_curves(curves: dict[str, dict[str, list[float]]], path: Path, title
                     ax.plot(epochs, values, style, marker="o", markersize=3, label=f"{prefix}{split}")
     log_y(ax_loss)  # losses of different kinds (ce, mse) differ by orders of magnitude
     for ax, kind in ((ax_acc, "accuracy"), (ax_loss, "loss")):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: tick 1, not 0.945-1.050
         ax.set_xlabel("epoch")
         ax.set_ylabel(kind)
         ax.grid(alpha=0.3)
