@@ -4,8 +4,6 @@ Hydra composes `conf/` on top of `Config`, which rejects unknown keys and wrong 
 then builds the dataclasses, whose checks reject bad values before any data is read.
 """
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
@@ -15,30 +13,21 @@ from omegaconf.errors import OmegaConfBaseException
 from fmnist.data import DataConfig
 from fmnist.engine import PRECISIONS
 from fmnist.errors import ConfigError, require
+from fmnist.identity import fingerprint as fingerprint_of
 from fmnist.losses import LossConfig
 from fmnist.models import ModelConfig
 from fmnist.optimizers import OptimizerConfig
 from fmnist.schedules import ScheduleConfig
+from fmnist.study import StudyConfig
 from fmnist.transforms import TransformConfig
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-# Keys that change where or how a run is recorded, not what it computes.
-NON_SEMANTIC = ("tracking", "device", "progress", "threads", "force", "checkpoint_dir", "data.root", "data.download")
 
 
 @dataclass
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"  # relative SQLite paths are taken from the launch folder
     experiment: str = "fmnist"
-
-
-@dataclass
-class StudyConfig:
-    cell: str | None = None  # the study cell this run stands for (tag fmnist.cell), e.g. baseline, sgd
-    test_at: list[int] = field(default_factory=list)  # also evaluate the test set after these epochs
-
-    def __post_init__(self):
-        require(all(e >= 1 for e in self.test_at), f"study.test_at epochs must be >= 1, got {self.test_at}")
 
 
 @dataclass
@@ -61,14 +50,15 @@ class Config:
     progress: bool = True  # per-batch progress bar (only on a terminal)
     force: bool = False  # train even if an identical run already finished (no skip, no resume)
     checkpoint_dir: str = "checkpoints"  # per-epoch checkpoints of unfinished runs; relative to the launch folder
+    exports: list[str] = field(default_factory=list)  # run exports (.csv) whose runs count as finished: skipped here too
 
     def __post_init__(self):
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}; got '{self.device}'")
         require(self.threads is None or self.threads >= 1, f"threads must be >= 1 or null, got {self.threads}")
         require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'")
-        late = [e for e in self.study.test_at if e > self.schedule.epochs]
-        require(not late, f"study.test_at has epochs {late} beyond schedule.epochs={self.schedule.epochs}")
+        late = [e for e in [*self.study.test_at, *self.study.readings.values()] if e > self.schedule.epochs]
+        require(not late, f"study readings or test_at at epochs {late} lie beyond schedule.epochs={self.schedule.epochs}")
 
 
 def register_schema() -> None:
@@ -86,28 +76,10 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError(str(err).splitlines()[0]) from None
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def is_semantic(key: str) -> bool:
-    """Does this dotted key change what a run computes (not just where or how it is recorded)?"""
-    return not any(key == s or key.startswith(f"{s}.") for s in NON_SEMANTIC)
-
-
-def semantic_params(cfg: DictConfig) -> dict[str, object]:
-    """Flattened config without the keys that do not change what a run computes."""
-    return {k: v for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items() if is_semantic(k)}
+def resolved(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def fingerprint(cfg: DictConfig) -> str:
     """Same semantic config, same fingerprint: a run asked for twice is recognisable."""
-    canonical = json.dumps(semantic_params(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return fingerprint_of(resolved(cfg))

@@ -11,23 +11,29 @@ import socket
 import subprocess
 import sys
 import tempfile
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist import checkpoint, plots
-from fmnist.config import Config, fingerprint, flatten, is_semantic, validate
+from fmnist.config import Config, fingerprint, resolved, validate
 from fmnist.data import DataConfig, Dataset, load_dataset
 from fmnist.engine import EpochResult, Evaluation, evaluate, fit
 from fmnist.errors import ConfigError
+from fmnist.identity import flatten, is_semantic, settings_id
 from fmnist.losses import build_loss
 from fmnist.metrics import confusion_matrix, per_class_accuracy
 from fmnist.models import build_model
 from fmnist.optimizers import build_optimizer
+from fmnist.results import exported_runs
 from fmnist.schedules import build_schedule
-from fmnist.tracking import CELL_TAG, FINGERPRINT_TAG, OVERRIDES_TAG, SWEEP_TAG, RunRecord, Tracker, TrackedRun, resolve_uri
+from fmnist.study import StudyConfig, override_key, readings
+from fmnist.tracking import (
+    COMMAND_TAG, FINGERPRINT_TAG, GIT_TAG, OVERRIDES_TAG, SETTINGS_TAG, STUDY_TAG, SWEEP_TAG, RunRecord, Tracker, TrackedRun,
+    predictions_name, resolve_uri, study_tags,
+)
 from fmnist.transforms import build_transform
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -46,12 +52,19 @@ class Launch:
     sweep_id: str  # shared by every job of one multirun
     base_dir: Path  # the folder the command was started in; relative paths are taken from it
     default_threads: int | None = None  # torch threads when the config leaves `threads` unset
+    config_args: list[str] = field(default_factory=list)  # overrides that find the config (hydra.searchpath=...)
 
 
 def run_name(overrides: list[str]) -> str:
     """The overrides that change what the run computes, e.g. `loss=mse model=mlp`."""
     semantic = [o for o in overrides if is_semantic(o.lstrip("+~").split("=", 1)[0])]
     return " ".join(semantic) if semantic else "defaults"
+
+
+def sweep_command(overrides: list[str], study: StudyConfig) -> list[str]:
+    """The sweep's own overrides: without the seed and what the study sweeper added for this job."""
+    added = {o for cell in study.readings for o in study.level(cell).overrides}
+    return [o for o in overrides if o not in added and override_key(o) != "seed" and not override_key(o).startswith("study.")]
 
 
 def pick_device(requested: str) -> torch.device:
@@ -151,7 +164,7 @@ def resumable(tracker: Tracker, path: Path, fp: str) -> checkpoint.Checkpoint | 
     return None
 
 
-def open_run(tracker: Tracker, cfg: DictConfig, launch: Launch, fp: str, device, resume) -> TrackedRun:
+def open_run(tracker: Tracker, cfg: DictConfig, settings: Config, launch: Launch, fp: str, device, resume) -> TrackedRun:
     """Reopen the interrupted run being resumed, or start a new one with its params and tags."""
     tags = {
         HOST_TAG: socket.gethostname(),
@@ -164,15 +177,22 @@ def open_run(tracker: Tracker, cfg: DictConfig, launch: Launch, fp: str, device,
         run = tracker.reopen(resume.run_id)
         run.set_tags(tags)
         return run
+    config = resolved(cfg)
     tags |= {
         SWEEP_TAG: launch.sweep_id,
         FINGERPRINT_TAG: fp,
+        SETTINGS_TAG: settings_id(config),
         OVERRIDES_TAG: shlex.join(launch.overrides),
-        "mlflow.source.git.commit": git_commit(),
+        GIT_TAG: git_commit(),
     }
-    if cfg.study.cell:
-        tags[CELL_TAG] = cfg.study.cell
-    return tracker.start_run(run_name(launch.overrides), flatten(OmegaConf.to_container(cfg, resolve=True)), tags)
+    study: StudyConfig = settings.study
+    if study.name:
+        tags[STUDY_TAG] = study.name
+        tags[COMMAND_TAG] = shlex.join([*launch.config_args, *sweep_command(launch.overrides, study)])
+    if study.readings:
+        tags |= study_tags(readings(study), {"levels": study.choice.levels, "reference_acc": study.choice.reference_acc}, study.margin)
+    params = {k: v for k, v in flatten(config).items() if not k.startswith("study.") or is_semantic(k) or k == "study.name"}
+    return tracker.start_run(run_name(launch.overrides), params, tags)
 
 
 def execute(cfg: DictConfig, launch: Launch) -> float | None:
@@ -185,6 +205,10 @@ def execute(cfg: DictConfig, launch: Launch) -> float | None:
     if done and not settings.force:
         say(f"skipping: this configuration already finished as run {done[-1].run_id} ('{done[-1].name}'); force=true runs it again")
         return done[-1].metrics.get("test/acc")
+    exported = exported_runs([Path(launch.base_dir, p) for p in settings.exports]).get(fp)
+    if exported and not settings.force:
+        say(f"skipping: this configuration already finished as run {exported[1]}, recorded in {exported[0]}; force=true runs it again")
+        return None
     device = pick_device(settings.device)
     check_precision(settings.precision, device)
     threads = settings.threads or launch.default_threads
@@ -195,7 +219,7 @@ def execute(cfg: DictConfig, launch: Launch) -> float | None:
     path = Path(launch.base_dir, settings.checkpoint_dir, f"{fp}.pt")
     resume = None if settings.force else resumable(tracker, path, fp)
     close_dead_runs(tracker, previous, keep=resume.run_id if resume else None)
-    run = open_run(tracker, cfg, launch, fp, device, resume)
+    run = open_run(tracker, cfg, settings, launch, fp, device, resume)
     try:
         accuracy = Training(settings, cfg, data, device, run, path, fp).run(resume)
     except (KeyboardInterrupt, Terminated):
@@ -275,14 +299,15 @@ class Training:
         self._milestone(len(self.history))
 
     def _milestone(self, epoch: int) -> None:
-        """Test-set evaluation at a `study.test_at` epoch, where this model stands for a shorter run."""
-        if epoch not in self.settings.study.test_at or epoch >= self.settings.schedule.epochs:
+        """Test-set evaluation at an earlier epoch where this run stands for a shorter cell, or at `study.test_at`."""
+        study = self.settings.study
+        if epoch not in [*study.test_at, *study.readings.values()] or epoch >= self.settings.schedule.epochs:
             return
         if epoch in self.run_log.logged_steps("test/acc"):
             return
         test = self._test()
         with tempfile.TemporaryDirectory(prefix="fmnist-milestone-") as folder:
-            write_predictions(Path(folder, f"test_predictions_epoch{epoch}.csv"), self.labels, test.predictions)
+            write_predictions(Path(folder, predictions_name(epoch, final=False)), self.labels, test.predictions)
             self.run_log.log_artifacts(Path(folder))
         self.run_log.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=epoch)
 

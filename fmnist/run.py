@@ -32,6 +32,13 @@ def sweep_id(hydra_cfg) -> str:
     return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{hashlib.sha1(str(time.time_ns()).encode()).hexdigest()[:6]}"
 
 
+def config_args(hydra_cfg) -> list[str]:
+    """What else the command line needed to find the config: --config-dir folders, hydra.searchpath."""
+    folders = [s.path for s in hydra_cfg.runtime.config_sources if s.provider == "command-line" and s.schema == "file"]
+    searchpath = [o for o in hydra_cfg.overrides.hydra if o.startswith("hydra.searchpath=")]
+    return [f"--config-dir={folder}" for folder in folders] + searchpath
+
+
 def threads_per_job(launcher_cfg) -> int | None:
     """Cores shared out among parallel jobs, so they do not oversubscribe the CPU."""
     cores = len(os.sched_getaffinity(0))
@@ -64,7 +71,8 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     launch = Launch(
-        list(hydra_cfg.overrides.task), sweep_id(hydra_cfg), Path(hydra_cfg.runtime.cwd), threads_per_job(hydra_cfg.launcher)
+        list(hydra_cfg.overrides.task), sweep_id(hydra_cfg), Path(hydra_cfg.runtime.cwd), threads_per_job(hydra_cfg.launcher),
+        config_args(hydra_cfg),
     )
     try:
         return execute(cfg, launch)

@@ -56,3 +56,15 @@ def onecycle(elapsed: float, cfg: ScheduleConfig) -> float:
 def build_schedule(cfg: ScheduleConfig):
     schedule = SCHEDULES.get(cfg.name)
     return lambda elapsed: schedule(elapsed, cfg)
+
+
+def depends_on_length(cfg: ScheduleConfig) -> bool:
+    """Does the lr at a given point of training depend on the total number of epochs?
+
+    If not (constant, step), the first E epochs of a longer run are exactly an E-epoch run. Found by
+    evaluating the schedule, so a newly registered schedule is classified without being declared.
+    """
+    longer = ScheduleConfig(**{**cfg.__dict__, "epochs": 2 * cfg.epochs})
+    short, long = build_schedule(cfg), build_schedule(longer)
+    points = [cfg.epochs * i / 64 for i in range(65)]
+    return any(short(t) != long(t) for t in points)

@@ -1,24 +1,39 @@
 """Everything that talks to MLflow lives here."""
 
+import json
 import logging
 import os
+import shlex
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from mlflow.exceptions import MlflowException
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from fmnist.errors import UserError
+from fmnist.results import Result, predictions_digest
+from fmnist.study import Reading
 
 # Tags every fmnist run carries.
 SWEEP_TAG = "fmnist.sweep_id"
 FINGERPRINT_TAG = "fmnist.fingerprint"
 FAILURE_TAG = "fmnist.failure"
 OVERRIDES_TAG = "fmnist.overrides"  # the command line that made the run (Hydra overrides)
-CELL_TAG = "fmnist.cell"  # which cell of a study (Table 2) the run stands for
+STUDY_TAG = "fmnist.study"  # the study a run belongs to (conf/study/<name>.yaml)
+CELL_TAG = "fmnist.cell"  # the study cell the run stands for at its last epoch
+FACTOR_TAG = "fmnist.factor"
+LEVEL_TAG = "fmnist.level"
+READINGS_TAG = "fmnist.readings"  # every cell the run stands for, with the epoch it is read at (JSON)
+CHOICE_TAG = "fmnist.study_choice"  # what the study's authors combined, and its score (JSON)
+MARGIN_TAG = "fmnist.margin"  # the study's equivalence margin, points
+COMMAND_TAG = "fmnist.command"  # the sweep's own overrides, without seed and study bookkeeping
+SETTINGS_TAG = "fmnist.settings"  # identity.settings_id: the same for every seed of one cell
+GIT_TAG = "mlflow.source.git.commit"
 SUMMARY_TAG = "fmnist.summary"  # marks a report's summary run, which holds no training
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
 
@@ -45,6 +60,23 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def study_tags(readings: list[Reading], choice: dict, margin: float) -> dict[str, str]:
+    """The tags that place a run in its study; `read_results` reads them back."""
+    last = readings[-1]
+    return {
+        CELL_TAG: last.cell,
+        FACTOR_TAG: last.factor,
+        LEVEL_TAG: last.level,
+        READINGS_TAG: json.dumps([asdict(r) for r in readings]),
+        CHOICE_TAG: json.dumps(choice),
+        MARGIN_TAG: repr(margin),
+    }
+
+
+def predictions_name(epoch: int, final: bool) -> str:
+    return "test_predictions.csv" if final else f"test_predictions_epoch{epoch}.csv"
 
 
 @dataclass
@@ -78,6 +110,20 @@ class Tracker:
             names = ", ".join(e.name for e in self.client.search_experiments()) or "none"
             raise UserError(f"no experiment '{experiment}' in {uri}; experiments there: {names}")
         self.experiment_id = found.experiment_id
+
+    @staticmethod
+    def latest_experiment(uri: str) -> str | None:
+        """The experiment holding the most recent training run; None if there is no store or no run."""
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+            return None
+        _quiet_mlflow()
+        client = MlflowClient(tracking_uri=uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        if not ids:
+            return None
+        recent = client.search_runs(ids, max_results=50, order_by=["attributes.start_time DESC"])
+        training = [r for r in recent if SUMMARY_TAG not in r.data.tags]
+        return client.get_experiment(training[0].info.experiment_id).name if training else None
 
     def _experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -125,6 +171,33 @@ class Tracker:
     def timed_history(self, run: RunRecord, key: str) -> list[tuple[int, float, float]]:
         """(step, value, seconds from the run's start to the value being logged), ordered by step."""
         return sorted((m.step, m.value, (m.timestamp - run.start_time) / 1000) for m in self.client.get_metric_history(run.run_id, key))
+
+    def read_results(self, run: RunRecord) -> list[Result]:
+        """The study cells a finished run stands for, each read at its own epoch."""
+        readings = [Reading(**r) for r in json.loads(run.tags[READINGS_TAG])]
+        choice = json.loads(run.tags.get(CHOICE_TAG, "{}"))
+        curves = {key: self.history(run.run_id, key) for key in ("val/acc", "val/loss")}
+        seconds = self.history(run.run_id, "epoch/seconds")
+        test_acc = dict(self.history_by_step(run.run_id, "test/acc"))
+        final = int(run.params["schedule.epochs"])
+        results = []
+        for reading in readings:
+            predictions = np.loadtxt(
+                self.artifact_text(run.run_id, predictions_name(reading.epoch, reading.epoch == final)).splitlines(),
+                delimiter=",", skiprows=1, dtype=np.int64, ndmin=2,
+            )
+            results.append(Result(
+                model=run.params["model.name"], study=run.tags[STUDY_TAG], cell=reading.cell, factor=reading.factor,
+                level=reading.level, seed=int(run.params["seed"]), git_commit=run.tags.get(GIT_TAG, "unknown"),
+                fingerprint=run.tags[FINGERPRINT_TAG], settings=run.tags[SETTINGS_TAG],
+                val_acc=curves["val/acc"][reading.epoch - 1], test_acc=test_acc[reading.epoch], epochs=reading.epoch,
+                seconds=sum(seconds[: reading.epoch]), run_id=run.run_id, reference_acc=reading.reference_acc,
+                predictions_sha256=predictions_digest(predictions[:, 2]), command=shlex.split(run.tags.get(COMMAND_TAG, "")),
+                study_choice=choice.get("levels", []), study_choice_acc=choice.get("reference_acc"),
+                margin=float(run.tags.get(MARGIN_TAG, "0.3")), start_time=run.start_time, correct=predictions[:, 1] == predictions[:, 2],
+                curves={k: v[: reading.epoch] for k, v in curves.items()},
+            ))
+        return results
 
     def artifact_text(self, run_id: str, path: str) -> str:
         with tempfile.TemporaryDirectory(prefix="fmnist-download-") as folder:

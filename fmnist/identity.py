@@ -1,0 +1,56 @@
+"""What makes two runs the same computation: the semantic params, their fingerprint, their settings.
+
+Plain dicts in, strings out: no Hydra, no MLflow, so the report and the study code can use it.
+"""
+
+import hashlib
+import json
+
+# Keys that change where or how a run is recorded, not what it computes. Of the study node only the
+# readings and test_at count: they decide which test evaluations a run makes and which cells it stands for.
+NON_SEMANTIC = ("tracking", "device", "progress", "threads", "force", "checkpoint_dir", "data.root", "data.download", "exports")
+STUDY_SEMANTIC = ("study.readings", "study.test_at")
+# Within a cell, runs differ in their seed and in which cells they also stand for; nothing else.
+PER_RUN = ("seed", "study.readings")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(f"{p}.") for p in prefixes)
+
+
+def is_semantic(key: str) -> bool:
+    """Does this dotted key change what a run computes (not just where or how it is recorded)?"""
+    if key == "study" or key.startswith("study."):
+        return _under(key, STUDY_SEMANTIC)
+    return not _under(key, NON_SEMANTIC)
+
+
+def semantic_params(config: dict) -> dict[str, object]:
+    """The resolved config (a plain nested dict), flattened, without the keys that do not change the computation."""
+    return {k: v for k, v in flatten(config).items() if is_semantic(k)}
+
+
+def _digest(params: dict[str, object]) -> str:
+    canonical = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def fingerprint(config: dict) -> str:
+    """Same semantic config, same fingerprint: a run asked for twice is recognisable."""
+    return _digest(semantic_params(config))
+
+
+def settings_id(config: dict) -> str:
+    """The fingerprint without the seed and the study readings: runs of one cell share it across seeds."""
+    return _digest({k: v for k, v in semantic_params(config).items() if not _under(k, PER_RUN)})

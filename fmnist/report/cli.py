@@ -1,0 +1,96 @@
+"""Compare runs: `python -m fmnist.report [--sweep ID | --all | --filter ... | --from EXPORT ...]`.
+
+Runs of a study (`study=<name>` sweeps) get the study's table, one per model: seed-level paired
+statistics against the baseline, Holm-adjusted, with verdicts, and the combination chosen on
+validation with the command that runs it. Other runs get one row each (the config values that
+differ, then the final validation and test figures). Markdown, CSV, LaTeX and figures go under
+`results/`, and are logged to MLflow as a summary run. `--export` keeps a study's runs in files;
+`--from` rebuilds the tables from such files alone, without the store.
+"""
+
+import argparse
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from fmnist.errors import UserError
+from fmnist.report.runs_table import comparison_report
+from fmnist.report.select import select_runs, whole_studies
+from fmnist.report.study_table import study_tables
+from fmnist.results import export_files, read_export, write_export
+from fmnist.tracking import Tracker, resolve_uri
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fmnist.report", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+        help="the store the runs were logged to (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
+    parser.add_argument("--experiment", help="MLflow experiment name (default: fmnist, or the latest study's)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--sweep", help="sweep id to report (default: the latest sweep)")
+    which.add_argument("--all", action="store_true", help="every run in the experiment")
+    which.add_argument("--from", dest="exports", nargs="+", type=Path, metavar="EXPORT",
+                       help="study exports (.csv beside its .npz, or folders of them) instead of the store")
+    parser.add_argument("--filter", default="", help="MLflow filter string, e.g. \"params.`model.name` = 'mlp'\"")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for the files (default: results/)")
+    parser.add_argument("--name", help="base name of the files (default: the study's name, or from the selection)")
+    parser.add_argument("--export", type=Path, metavar="FILE.csv", help="also write the study runs' export (FILE.csv and FILE.npz)")
+    parser.add_argument("--strict", action="store_true", help="choose only levels with a significant gain on validation")
+    parser.add_argument("--margin", type=float, help="equivalence margin in accuracy points (default: the study's, 0.3)")
+    args = parser.parse_args(argv)
+    if args.margin is not None and args.margin <= 0:
+        parser.error(f"--margin must be > 0 accuracy points, got {args.margin}")
+    if args.export is not None and args.export.suffix != ".csv":
+        parser.error(f"--export takes a file name ending in .csv, got {args.export}")
+    return args
+
+
+def from_exports(args: argparse.Namespace, command: str) -> list[Path]:
+    results = [r for path in export_files(args.exports) for r in read_export(path)]
+    unique = list({(r.run_id, r.cell): r for r in results}.values())  # an export read twice counts once
+    args.out.mkdir(parents=True, exist_ok=True)
+    return study_tables(unique, args.out, args.name, command, args.strict, args.margin)
+
+
+def from_store(args: argparse.Namespace, command: str) -> list[Path]:
+    uri = resolve_uri(args.tracking_uri, Path.cwd())
+    tracker = Tracker(uri, args.experiment or latest_experiment(uri), create=False)
+    runs, name = select_runs(tracker, args.sweep, args.all, args.filter)
+    args.out.mkdir(parents=True, exist_ok=True)
+    studied = whole_studies(tracker, runs)
+    if studied:
+        results = [result for run in studied for result in tracker.read_results(run)]
+        files = study_tables(results, args.out, args.name and safe_name(args.name), command, args.strict, args.margin)
+        if args.export:
+            files += write_export(results, args.export)
+    else:
+        if args.export:
+            raise UserError("--export keeps the runs of a study; this selection has none (run one with study=<name>)")
+        files = comparison_report(tracker, runs, args.out, safe_name(args.name or name), command)
+    tracker.log_summary(f"report {args.name or name}", files, {"fmnist.report_command": command})
+    return files
+
+
+def latest_experiment(uri: str) -> str:
+    """With no --experiment: the experiment holding the latest run (a study logs to its own)."""
+    return Tracker.latest_experiment(uri) or "fmnist"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    command = shlex.join(["python", "-m", "fmnist.report", *argv])
+    try:
+        files = from_exports(args, command) if args.exports else from_store(args, command)
+    except UserError as err:
+        sys.exit(f"error: {err}")
+    print("wrote " + ", ".join(str(f) for f in files))
