@@ -171,7 +171,10 @@ def jobs(study: StudyConfig, composed: dict[str, Composed]) -> list[Job]:
 
 def check_command_line(study: StudyConfig, keys: list[str]) -> None:
     """A key that a level varies cannot also be fixed on the command line: say which and where."""
-    varied = {override_key(o): cell for cell in cells(study) for o in study.level(cell).overrides}
+    varied: dict[str, str] = {}
+    for cell in cells(study):
+        for o in study.level(cell).overrides:
+            varied.setdefault(override_key(o), cell)
     clash = [k for k in keys if k in varied]
     require(
         not clash,

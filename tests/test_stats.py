@@ -1,9 +1,13 @@
+"""Seed-level statistics: each formula on inputs worked by hand, and a simulation of null studies."""
+
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from fmnist.stats import bootstrap_diff_ci, compare, discordant, mcnemar_exact, mean_std
+from fmnist.simulate import simulate_null_studies
+from fmnist.stats import discordant, holm, mcnemar_exact, mean_std, paired_t, verdict
 
 
 def test_mcnemar_exact_worked_by_hand():
@@ -12,7 +16,6 @@ def test_mcnemar_exact_worked_by_hand():
     assert mcnemar_exact(5, 1) == pytest.approx(14 / 64)
     assert mcnemar_exact(0, 10) == pytest.approx(2 / 1024)
     assert mcnemar_exact(7, 7) == 1.0 and mcnemar_exact(0, 0) == 1.0
-    # Large counts stay exact (no overflow): 400 vs 500 is clearly significant, 480 vs 500 is not.
     assert mcnemar_exact(400, 500) < 0.001 < 0.3 < mcnemar_exact(480, 500)
 
 
@@ -28,38 +31,70 @@ def test_mean_std_uses_the_sample_std():
     assert math.isnan(mean_std([0.9])[1])
 
 
-def fixed_pair(n=10_000, only_other=300, only_base=100):
-    base = torch.zeros(n, dtype=torch.bool)
-    base[: n // 2] = True
-    other = base.clone()
-    other[n // 2 : n // 2 + only_other] = True
-    other[:only_base] = False
-    return base, other
+def test_paired_t_on_differences_worked_by_hand():
+    # d = 1, 2, 3: mean 2, sd 1, se 1/sqrt(3), t = 2*sqrt(3) = 3.4641 on 2 df.
+    # Two-sided p for t on 2 df: 1 - t/sqrt(t^2 + 2) = 1 - 3.4641/3.7417 = 0.07418.
+    # 95% CI: 2 +- 4.3027 / sqrt(3) = 2 +- 2.4841.
+    result = paired_t([1.0, 2.0, 3.0], margin=0.5)
+    assert result.diff == pytest.approx(2.0) and result.sd == pytest.approx(1.0)
+    assert result.p == pytest.approx(1 - 2 * math.sqrt(3) / math.sqrt(14), rel=1e-6)
+    assert result.ci_low == pytest.approx(2 - 4.302653 / math.sqrt(3), rel=1e-6)
+    assert result.ci_high == pytest.approx(2 + 4.302653 / math.sqrt(3), rel=1e-6)
 
 
-def test_bootstrap_ci_on_a_fixed_sample_matches_the_normal_approximation():
-    base, other = fixed_pair()
-    low, high = bootstrap_diff_ci(base[None], other[None], resamples=4000)
-    # d = +1 on 300 images, -1 on 100: mean 0.02, sd sqrt(0.04 - 0.02^2), SE = sd / sqrt(10000).
-    se = math.sqrt(0.04 - 0.02**2) / 100
-    assert low == pytest.approx(0.02 - 1.96 * se, abs=0.0006)
-    assert high == pytest.approx(0.02 + 1.96 * se, abs=0.0006)
-    assert (low, high) == bootstrap_diff_ci(base[None], other[None], resamples=4000)  # fixed seed
+def test_tost_is_the_larger_one_sided_p_against_each_margin():
+    # d = 0.1, -0.1, 0.0: mean 0, sd 0.1, se 0.0577. Against +-0.3: t = 0.3/0.0577 = 5.196 on 2 df,
+    # one-sided p = (1 - t/sqrt(t^2 + 2)) / 2 = 0.01754 on both sides.
+    result = paired_t([0.1, -0.1, 0.0], margin=0.3)
+    t = 0.3 / (0.1 / math.sqrt(3))
+    assert result.p_tost == pytest.approx((1 - t / math.sqrt(t * t + 2)) / 2, rel=1e-6)
+    assert paired_t([0.1, -0.1, 0.0], margin=0.05).p_tost > 0.2  # a margin smaller than the noise: not shown
+    # Shifted towards +margin, the upper test decides.
+    assert paired_t([0.25, 0.2, 0.3], margin=0.3).p_tost > paired_t([0.05, 0.0, 0.1], margin=0.3).p_tost
 
 
-def test_seed_disagreement_widens_the_interval():
-    base, other = fixed_pair()
-    _, worse = fixed_pair(only_other=100, only_base=300)
-    one_seed = bootstrap_diff_ci(base[None], other[None])
-    two_seeds = bootstrap_diff_ci(torch.stack([base, base]), torch.stack([other, worse]))
-    assert two_seeds[1] - two_seeds[0] > 3 * (one_seed[1] - one_seed[0])
+def test_paired_t_with_no_spread():
+    same = paired_t([0.0, 0.0, 0.0], margin=0.3)
+    assert (same.p, same.p_tost, same.ci_low, same.ci_high) == (1.0, 0.0, 0.0, 0.0)
+    shifted = paired_t([1.0, 1.0, 1.0], margin=0.3)
+    assert (shifted.p, shifted.p_tost) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        paired_t([1.0], margin=0.3)
 
 
-def test_compare_pools_discordant_images_over_seeds_and_gives_a_verdict():
-    base, other = fixed_pair()
-    result = compare(torch.stack([base, base]), torch.stack([other, other]))
-    assert (result.b, result.c, result.seeds) == (200, 600, 2)
-    assert result.diff == pytest.approx(0.02) and result.verdict == "better"
-    assert compare(other[None], base[None]).verdict == "worse"
-    _, close = fixed_pair(only_other=105, only_base=100)
-    assert compare(base[None], close[None]).verdict == "no significant difference"
+def test_holm_worked_by_hand():
+    # sorted 0.01, 0.02, 0.04 -> 3*0.01, 2*0.02, max(1*0.04, 0.04): 0.03, 0.04, 0.04; order kept.
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1 and monotone
+    assert holm([]) == []
+    assert holm([0.003]) == [0.003]
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        ((5, 0.0, 1.0, 0.0, True), "identical"),
+        ((2, 1.5, None, None, False), "too few seeds"),
+        ((5, 1.5, 0.01, 1.0, False), "better"),
+        ((5, -1.5, 0.01, 1.0, False), "worse"),
+        ((5, 0.01, 0.9, 0.001, False), "equivalent"),
+        ((5, 0.4, 0.2, 0.3, False), "inconclusive"),
+    ],
+)
+def test_verdicts(args, expected):
+    assert verdict(*args) == expected
+
+
+# ----- the simulation: null studies with seed-level variation of the effect -----
+
+
+@pytest.mark.parametrize("seed_sd,mcnemar_at_least", [(0.22, 0.10), (0.47, 0.25)])
+def test_null_studies_give_few_false_verdicts_at_the_seed_level(seed_sd, mcnemar_at_least):
+    diffs, pooled = simulate_null_studies(1000, seed_sd)
+    verdicts = [verdict(len(d), float(np.mean(d)), paired_t(list(d), 0.3).p, None, False) for d in diffs]
+    false_t = np.mean([v in ("better", "worse") for v in verdicts])
+    false_mcnemar = np.mean([p < 0.05 for p in pooled])
+    assert false_t <= 0.06, f"paired t over seeds: {false_t:.1%} false verdicts"
+    # The same studies fool the pooled McNemar test, which takes seed noise for a difference:
+    # the simulation does carry the variation that matters.
+    assert false_mcnemar >= mcnemar_at_least, f"pooled McNemar: {false_mcnemar:.1%}"

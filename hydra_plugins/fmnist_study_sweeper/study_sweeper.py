@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.types import Override
-from hydra.errors import HydraException
+from hydra.errors import CompactHydraException, HydraException
 from omegaconf import OmegaConf, open_dict, read_write
 
 from fmnist.config import validate
@@ -30,18 +30,22 @@ class StudySweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="fmnist_study", node=StudySweeperConf, provider="fmnist")
 
 
+class StudyError(CompactHydraException):
+    """Hydra prints a compact exception as its message alone, without a stack trace."""
+
+
 class StudySweeper(BasicSweeper):
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:
         try:
             study: StudyConfig = OmegaConf.to_object(self.config.study)
         except Exception as err:
-            raise HydraException(f"the study file is not valid: {str(err).splitlines()[0]}") from None
+            raise StudyError(f"the study file is not valid: {str(err).splitlines()[0]}") from None
         if study.name is None:
-            raise HydraException("hydra/sweeper=fmnist_study needs a study: add study=<name> (the files in conf/study/)")
+            raise StudyError("hydra/sweeper=fmnist_study needs a study: add study=<name> (the files in conf/study/)")
         try:
             check_command_line(study, [o.get_key_element() for o in overrides])
         except ConfigError as err:
-            raise HydraException(str(err)) from None
+            raise StudyError(str(err)) from None
         combos = BasicSweeper.split_arguments(overrides, None)[0]
         plans: dict[tuple, list] = {}
         batch = []
@@ -59,7 +63,7 @@ class StudySweeper(BasicSweeper):
         try:
             return jobs(study, composed)
         except ConfigError as err:
-            raise HydraException(str(err)) from None
+            raise StudyError(str(err)) from None
 
     def _compose(self, study: StudyConfig, cell: str, combo: list[str]) -> Composed:
         """One cell's config as its job will see it: semantic params (study keys aside) and schedule."""
@@ -70,6 +74,6 @@ class StudySweeper(BasicSweeper):
                 del cfg["hydra"]
             settings = validate(cfg)
         except (ConfigError, HydraException) as err:
-            raise HydraException(f"study {study.name}, cell '{cell}' ({' '.join(study.level(cell).overrides) or 'no overrides'}): {err}") from None
+            raise StudyError(f"study {study.name}, cell '{cell}' ({' '.join(study.level(cell).overrides) or 'no overrides'}): {err}") from None
         params = {k: v for k, v in semantic_params(OmegaConf.to_container(cfg, resolve=True)).items() if not k.startswith("study.")}
         return Composed(params, settings.schedule)
