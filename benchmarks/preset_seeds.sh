@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
 preset=$1; shift
 out=results/$preset
-store=$PWD/$preset.db
+store=$preset.db  # relative to the repository root, so the report's "Made by" line runs anywhere
 rm -f "$store"
 mkdir -p "$out"
 rows=""
