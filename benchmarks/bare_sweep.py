@@ -21,10 +21,10 @@ import torch
 
 from fmnist.data import DataConfig, load_dataset
 from fmnist.engine import evaluate, fit
-from fmnist.losses import LossConfig, build_loss
-from fmnist.models import ModelConfig, build_model
-from fmnist.optimizers import OptimizerConfig, build_optimizer
-from fmnist.schedules import ScheduleConfig, build_schedule
+from fmnist.losses import LOSSES, build_loss
+from fmnist.models import MODELS, build_model
+from fmnist.optimizers import OPTIMIZERS, build_optimizer
+from fmnist.schedules import SCHEDULES, learning_rate
 from fmnist.transforms import TransformConfig, build_transform
 
 # What this script must not import, or it would not be the bare side of the comparison.
@@ -37,14 +37,15 @@ def train(cfg: dict, data, seed: int) -> tuple[float, float]:
     Returns its test accuracy and the seconds its epochs took.
     """
     torch.manual_seed(seed)
-    schedule = ScheduleConfig(**cfg["schedule"])
-    model = build_model(ModelConfig(**cfg["model"]))
-    optimizer = build_optimizer(model.parameters(), OptimizerConfig(**cfg["optimizer"]))
-    loss_fn = build_loss(LossConfig(**cfg["loss"]))
+    schedule = SCHEDULES.config(cfg["schedule"])
+    model = build_model(MODELS.config(cfg["model"]))
+    optimizer = build_optimizer(model.parameters(), OPTIMIZERS.config(cfg["optimizer"]))
+    loss_fn = build_loss(LOSSES.config(cfg["loss"]))
     transform = build_transform(TransformConfig(**cfg["transform"]))
     generator = torch.Generator().manual_seed(seed)
     precision = cfg["precision"]
-    history = fit(model, optimizer, loss_fn, build_schedule(schedule), transform, data, schedule.epochs, cfg["batch_size"],
+    lr_at = learning_rate(cfg["optimizer"]["lr"], schedule)
+    history = fit(model, optimizer, loss_fn, lr_at, transform, data, schedule.epochs, cfg["batch_size"],
                   generator, progress=False, precision=precision)
     return evaluate(model, data.test, transform, loss_fn, precision=precision).acc, sum(r.seconds for r in history)
 

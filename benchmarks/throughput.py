@@ -26,8 +26,8 @@ from torchvision import transforms as T
 
 from fmnist.data import SHA256, DataConfig, Split, find_file, load_dataset, locate
 from fmnist.engine import evaluate, train_epoch
-from fmnist.losses import LossConfig, build_loss
-from fmnist.models import ModelConfig, build_model
+from fmnist.losses import CrossEntropyConfig, build_loss
+from fmnist.models import MODELS, build_model
 from fmnist.transforms import FMNIST_MEAN, FMNIST_STD, TransformConfig, build_transform
 
 BATCH_SIZE = 256
@@ -61,7 +61,7 @@ def reference_loaders(root: Path, workers: int) -> tuple[DataLoader, DataLoader]
 
 def fresh_model(name: str, channels_last: bool = False) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name=name))
+    model = build_model(MODELS.schema(name)())
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -107,7 +107,7 @@ def subset(split: Split, n: int) -> Split:
 def fmnist_train(name: str, train: Split, steps: int, warmup: int, precision: str, channels_last: bool) -> float:
     model, optimizer = fresh_model(name, channels_last)
     transform = build_transform(TransformConfig(augment=AUGMENT))
-    loss_fn = build_loss(LossConfig())
+    loss_fn = build_loss(CrossEntropyConfig())
     generator = torch.Generator().manual_seed(0)
 
     def one_pass(n_steps: int) -> None:
@@ -125,7 +125,7 @@ def fmnist_train(name: str, train: Split, steps: int, warmup: int, precision: st
 
 def fmnist_infer(name: str, test: Split, precision: str, channels_last: bool) -> float:
     model, _ = fresh_model(name, channels_last)
-    transform, loss_fn = build_transform(TransformConfig()), build_loss(LossConfig())
+    transform, loss_fn = build_transform(TransformConfig()), build_loss(CrossEntropyConfig())
     start = time.perf_counter()
     evaluate(model, test, transform, loss_fn, precision=precision)
     return len(test) / (time.perf_counter() - start)

@@ -5,6 +5,8 @@ Files are written atomically (a temporary name, then a rename) and read with
 """
 
 import os
+import socket
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,7 +44,8 @@ def capture(run_id: str, fingerprint: str, history: list, model: nn.Module, opti
 
 def save(checkpoint: Checkpoint, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    # A name of this writer's own: two processes never write into one temporary file.
+    partial = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     torch.save({"format": FORMAT, **checkpoint.__dict__}, partial)
     os.replace(partial, path)  # atomic: a reader sees the old file or the new one, never half of one
 

@@ -7,21 +7,23 @@ then builds the dataclasses, whose checks reject bad values before any data is r
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fmnist.data import DataConfig
-from fmnist.engine import PRECISIONS
 from fmnist.errors import ConfigError, require
 from fmnist.identity import fingerprint as fingerprint_of
-from fmnist.losses import LossConfig
-from fmnist.models import ModelConfig
-from fmnist.optimizers import OptimizerConfig
-from fmnist.schedules import ScheduleConfig
+from fmnist.losses import LOSSES, LossConfig
+from fmnist.models import MODELS, ModelConfig
+from fmnist.optimizers import OPTIMIZERS, OptimizerConfig
+from fmnist.schedules import SCHEDULES, ScheduleConfig
 from fmnist.study import StudyConfig
 from fmnist.transforms import TransformConfig
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16")
+# Groups whose options are dataclasses of their own (conf/<group>/<option>.yaml names the schema).
+OPTION_GROUPS = {"model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 
 
 @dataclass
@@ -32,11 +34,11 @@ class TrackingConfig:
 
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = MISSING  # each group's option brings its own schema
     transform: TransformConfig = field(default_factory=TransformConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    schedule: ScheduleConfig = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
@@ -51,18 +53,26 @@ class Config:
     force: bool = False  # train even if an identical run already finished (no skip, no resume)
     checkpoint_dir: str = "checkpoints"  # per-epoch checkpoints of unfinished runs; relative to the launch folder
     exports: list[str] = field(default_factory=list)  # run exports (.csv) whose runs count as finished: skipped here too
+    rerun_on_code_change: bool = False  # a finished run made by another git commit does not count as done
+    lease_seconds: float = 60.0  # a job whose owner has not renewed its lease for this long is taken over
 
     def __post_init__(self):
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}; got '{self.device}'")
         require(self.threads is None or self.threads >= 1, f"threads must be >= 1 or null, got {self.threads}")
+        require(self.lease_seconds >= 1, f"lease_seconds must be >= 1, got {self.lease_seconds}")
         require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'")
         late = [e for e in [*self.study.test_at, *self.study.readings.values()] if e > self.schedule.epochs]
         require(not late, f"study readings or test_at at epochs {late} lie beyond schedule.epochs={self.schedule.epochs}")
 
 
 def register_schema() -> None:
-    ConfigStore.instance().store(name="fmnist_schema", node=Config)
+    """The run's schema, and each option's under `schema/<group>/<option>` for conf/<group>/<option>.yaml."""
+    store = ConfigStore.instance()
+    store.store(name="fmnist_schema", node=Config)
+    for group, registry in OPTION_GROUPS.items():
+        for name, schema in registry.schemas().items():
+            store.store(group=f"schema/{group}", name=name, node=schema)
 
 
 def validate(cfg: DictConfig) -> Config:

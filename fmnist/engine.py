@@ -14,7 +14,6 @@ from fmnist.transforms import BatchTransform
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 CHECK_EVERY = 50  # steps between finiteness checks (each one syncs with the device)
-PRECISIONS = ("fp32", "bf16")
 
 
 def autocast(device: torch.device, precision: str):
@@ -115,7 +114,7 @@ def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
-    lr_factor: Callable[[float], float],
+    lr_at: Callable[[float], float],
     transform: BatchTransform,
     data: Dataset,
     epochs: int,
@@ -126,16 +125,16 @@ def fit(
     start_epoch: int = 1,
     precision: str = "fp32",
 ) -> list[EpochResult]:
-    """Train epochs `start_epoch`..`epochs`, validating after each; `lr_factor(epochs elapsed)` scales the base lr.
+    """Train epochs `start_epoch`..`epochs`, validating after each; `lr_at(epochs elapsed)` is the learning rate.
 
-    A resumed run passes the epoch after its checkpoint as `start_epoch`, with the model, optimizer
-    and generator already restored. Returns the results of the epochs trained in this call.
+    The rate is computed from the schedule at every step, never read back from the optimizer, so a
+    run resumed at `start_epoch` (model, optimizer and generator restored) follows the same rates as
+    an uninterrupted one. Returns the results of the epochs trained in this call.
     """
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
 
     def set_lr(elapsed: float) -> None:
-        for group, base in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = base * lr_factor(elapsed)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(elapsed)
 
     history = []
     for epoch in range(start_epoch, epochs + 1):

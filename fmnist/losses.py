@@ -13,7 +13,9 @@ LOSSES: Registry = Registry("loss")
 
 @dataclass
 class LossConfig:
-    name: str = "ce"
+    """Every loss compares logits with (optionally smoothed) one-hot targets; options differ in how."""
+
+    name: str = ""
     label_smoothing: float = 0.0  # mass spread uniformly over all classes
 
     def __post_init__(self):
@@ -24,17 +26,37 @@ class LossConfig:
         )
 
 
+@dataclass
+class CrossEntropyConfig(LossConfig):
+    name: str = "ce"
+
+
+@dataclass
+class NLLConfig(LossConfig):
+    name: str = "nll"
+
+
+@dataclass
+class MSEConfig(LossConfig):
+    name: str = "mse"
+
+
+@dataclass
+class MAEConfig(LossConfig):
+    name: str = "mae"
+
+
 def soft_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
     one_hot = F.one_hot(labels, num_classes).float()
     return one_hot * (1.0 - smoothing) + smoothing / num_classes
 
 
-@LOSSES.register("ce")
+@LOSSES.register("ce", CrossEntropyConfig)
 def cross_entropy(smoothing: float):
     return lambda logits, labels: F.cross_entropy(logits, labels, label_smoothing=smoothing)
 
 
-@LOSSES.register("nll")
+@LOSSES.register("nll", NLLConfig)
 def negative_log_likelihood(smoothing: float):
     # The study's NLL: the model's log-softmax output fed to the NLL loss.
     def loss(logits, labels):
@@ -56,12 +78,12 @@ def _distance_to_targets(distance, smoothing: float):
     return loss
 
 
-@LOSSES.register("mse")
+@LOSSES.register("mse", MSEConfig)
 def mean_squared_error(smoothing: float):
     return _distance_to_targets(F.mse_loss, smoothing)  # L2: punishes big mistakes most
 
 
-@LOSSES.register("mae")
+@LOSSES.register("mae", MAEConfig)
 def mean_absolute_error(smoothing: float):
     return _distance_to_targets(F.l1_loss, smoothing)
 

@@ -16,28 +16,60 @@ NUM_CLASSES = 10
 
 @dataclass
 class ModelConfig:
-    name: str = "resnet18"
-    hidden: list[int] = field(default_factory=lambda: [512, 256])  # mlp: widths of hidden layers
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # vgg: width of each stage
-    dropout: float = 0.2  # mlp and vgg classifier heads
-    stem: str = "imagenet"  # resnet18: 'imagenet' (7x7 stride 2 + max-pool) or 'cifar' (3x3 stride 1)
-    resize: int = 28  # resnet18: input side length; 224 is the study's exact setting
+    """What every model option has; each option's subclass adds its own settings and defaults."""
+
+    name: str = ""
 
     def __post_init__(self):
         require_choice("model", self.name, MODELS)
+
+
+def _check_dropout(dropout: float) -> None:
+    require(0.0 <= dropout < 1.0, f"model.dropout must be in [0, 1), got {dropout}")
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [512, 256])  # widths of the hidden layers
+    dropout: float = 0.2  # after each hidden layer
+
+    def __post_init__(self):
+        super().__post_init__()
         require(all(h >= 1 for h in self.hidden), f"model.hidden widths must be >= 1, got {self.hidden}")
+        _check_dropout(self.dropout)
+
+
+@dataclass
+class VGGConfig(ModelConfig):
+    name: str = "vgg"
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # width of each stage
+    dropout: float = 0.2  # in the classifier head
+
+    def __post_init__(self):
+        super().__post_init__()
         require(
             len(self.channels) >= 1 and all(c >= 1 for c in self.channels),
             f"model.channels must be a non-empty list of widths >= 1, got {self.channels}",
         )
         require(len(self.channels) <= 4, f"model.channels: at most 4 stages fit 28x28 input, got {self.channels}")
-        require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+        _check_dropout(self.dropout)
+
+
+@dataclass
+class ResNet18Config(ModelConfig):
+    name: str = "resnet18"
+    stem: str = "imagenet"  # 'imagenet' (7x7 stride 2 + max-pool) or 'cifar' (3x3 stride 1, no pool)
+    resize: int = 28  # input side length; 224 is the study's exact setting
+
+    def __post_init__(self):
+        super().__post_init__()
         require(self.stem in ("imagenet", "cifar"), f"model.stem must be 'imagenet' or 'cifar', got '{self.stem}'")
         require(self.resize >= 28, f"model.resize must be >= 28 pixels, got {self.resize}")
 
 
-@MODELS.register("mlp")
-def mlp(cfg: ModelConfig) -> nn.Module:
+@MODELS.register("mlp", MLPConfig)
+def mlp(cfg: MLPConfig) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
     width = 28 * 28
     for hidden in cfg.hidden:
@@ -51,8 +83,8 @@ def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
-@MODELS.register("vgg")
-def vgg(cfg: ModelConfig) -> nn.Module:
+@MODELS.register("vgg", VGGConfig)
+def vgg(cfg: VGGConfig) -> nn.Module:
     # VGG pattern sized for 28x28: two 3x3 conv-BN-ReLU layers per stage, then 2x2 max-pool.
     layers: list[nn.Module] = []
     c_in, side = 1, 28
@@ -78,8 +110,8 @@ class Resize(nn.Module):
         return F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False)
 
 
-@MODELS.register("resnet18")
-def resnet18(cfg: ModelConfig) -> nn.Module:
+@MODELS.register("resnet18", ResNet18Config)
+def resnet18(cfg: ResNet18Config) -> nn.Module:
     net = torchvision.models.resnet18(weights=None, num_classes=NUM_CLASSES)
     if cfg.stem == "imagenet":
         net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)

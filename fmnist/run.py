@@ -4,6 +4,7 @@ The only module (with its callback) that knows Hydra: it turns Hydra's runtime f
 `Launch` and hands the composed config to `fmnist.job`.
 """
 
+import dataclasses
 import hashlib
 import os
 import signal
@@ -13,14 +14,17 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, MissingConfigException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from fmnist.config import register_schema
+from fmnist.bookkeeping import Launch, Terminated
+from fmnist.config import OPTION_GROUPS, register_schema
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
-from fmnist.job import Launch, Terminated, execute
+from fmnist.job import train
 from fmnist.tracking import Tracker, resolve_uri
 
 
@@ -75,7 +79,7 @@ def main(cfg: DictConfig) -> float | None:
         config_args(hydra_cfg),
     )
     try:
-        return execute(cfg, launch)
+        return train(cfg, launch)
     except (KeyboardInterrupt, Terminated):
         # The run is marked KILLED and keeps its checkpoint; stop the whole sweep, without a traceback.
         sys.exit("interrupted: the run is marked KILLED; run the same command again to resume it (finished jobs are skipped)")
@@ -85,5 +89,46 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(f"error: {err}")
 
 
+def unknown_key(full_key: str, schema) -> str:
+    """One sentence for a key that is not in the schema, naming the valid ones."""
+    settings = ", ".join(sorted(f.name for f in dataclasses.fields(schema))) if dataclasses.is_dataclass(schema) else "?"
+    group = full_key.rpartition(".")[0]
+    if not group:
+        return f"{full_key} is not a setting; the top-level settings are: {settings}"
+    registry = OPTION_GROUPS.get(group)
+    option = next((n for n, s in registry.schemas().items() if s is schema), None) if registry else None
+    where = f"{group}={option}" if option else group
+    return f"{full_key} is not a setting of {where}; its settings are: {settings}"
+
+
+def explain(err: BaseException) -> str | None:
+    """Hydra's composition errors as one sentence; None for anything else."""
+    cause = err.__cause__
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        return f"{group}={option} is not an option; choose one of: {', '.join(sorted(err.options))}"
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key:
+        return unknown_key(cause.full_key, cause.object_type)
+    if isinstance(cause, ValidationError) and cause.full_key:
+        return f"{cause.full_key}: {str(cause.msg).splitlines()[0]}"
+    if isinstance(err, CompactHydraException):
+        return next((line for line in str(err).splitlines() if line.strip()), str(err))
+    return None
+
+
+def cli() -> None:
+    """`python -m fmnist.run`: bad input ends in one line that says what was wrong, not a stack trace."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing: the errors come here
+    try:
+        main()
+    except (UserError, Diverged) as err:
+        sys.exit(f"error: {err}")
+    except Exception as err:
+        message = explain(err)
+        if message is None:
+            raise
+        sys.exit(f"error: {message}")
+
+
 if __name__ == "__main__":
-    main()
+    cli()

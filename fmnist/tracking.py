@@ -1,11 +1,15 @@
 """Everything that talks to MLflow lives here."""
 
+import functools
 import json
 import logging
 import os
 import shlex
+import sqlite3
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,9 +59,105 @@ def _artifact_root(uri: str) -> str | None:
     return None  # a tracking server decides for itself
 
 
+RETRY_SECONDS = float(os.environ.get("FMNIST_STORE_RETRY_SECONDS", "60"))  # how long a transient store error is retried
+# What a store says when it is briefly unable to answer, as opposed to refusing the request.
+TRANSIENT = (
+    "database is locked", "database is busy", "connection reset", "connection aborted", "connection refused",
+    "remote end closed", "max retries exceeded", "temporarily unavailable", "bad gateway", "service unavailable",
+    "gateway timeout", "internal server error", "error code 500", "error code 502", "error code 503", "error code 504",
+    "too many 500 error responses", "too many 502 error responses", "too many 503 error responses", "too many 504 error responses",
+)
+
+
+def is_transient(err: BaseException) -> bool:
+    text = f"{type(err).__name__}: {err}".lower()
+    return isinstance(err, (ConnectionError, TimeoutError)) or any(marker in text for marker in TRANSIENT)
+
+
+def retrying(call, *args, seconds: float = RETRY_SECONDS, **kwargs):
+    """`call(*args, **kwargs)`, retried with exponential backoff while it fails transiently, for at most `seconds`."""
+    start, delay = time.monotonic(), 0.25
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as err:
+            if not is_transient(err) or time.monotonic() - start + delay > seconds:
+                raise
+            logging.getLogger("fmnist.tracking").warning("the tracking store failed transiently (%s); retrying in %.1f s",
+                                                        str(err).splitlines()[0][:200], delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 8.0)
+
+
+class RetryingClient:
+    """An MlflowClient whose every call is retried while the store fails transiently."""
+
+    def __init__(self, uri: str):
+        self._client = MlflowClient(tracking_uri=uri)
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        return functools.partial(retrying, attribute) if callable(attribute) else attribute
+
+
+def check_store(uri: str) -> None:
+    """Fail in one sentence, before anything is written, if the store cannot be used."""
+    if uri.startswith(("http://", "https://")):
+        _probe_server(uri)
+    elif uri.startswith("sqlite:///"):
+        _check_sqlite(Path(uri[len("sqlite:///") :]))
+
+
+def _probe_server(uri: str, attempts: int = 3) -> None:
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=3) as response:
+                if response.status < 500:
+                    return
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as err:
+            if err.code < 500:
+                return  # it answers: a server (perhaps behind a proxy without /health)
+            reason = f"HTTP {err.code}"
+        except (urllib.error.URLError, OSError) as err:
+            reason = str(getattr(err, "reason", err))
+        time.sleep(1.0 * (attempt + 1) if attempt + 1 < attempts else 0)
+    raise UserError(
+        f"cannot reach the MLflow tracking server at {uri} ({reason}); start one, e.g. `mlflow server --host 127.0.0.1 "
+        f"--port 5000 --backend-store-uri sqlite:///server.db`, or point tracking.uri (or MLFLOW_TRACKING_URI) at a running one"
+    )
+
+
+def _check_sqlite(path: Path) -> None:
+    if not path.is_file() or path.stat().st_size == 0:
+        return  # a new store
+    with path.open("rb") as f:
+        header = f.read(16)
+    problem = None if header == b"SQLite format 3\x00" else "it is not a SQLite database"
+    if problem is None:
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+                result = db.execute("PRAGMA quick_check").fetchone()[0]
+            problem = None if result == "ok" else f"SQLite's check says: {result}"
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):  # busy is not damage: another writer holds it
+                problem = str(err)
+        except sqlite3.DatabaseError as err:
+            problem = str(err)
+    if problem:
+        raise UserError(
+            f"the tracking store {path} is damaged ({problem}); move it aside (mv {path} {path}.damaged) and run again: "
+            "nothing has been written to it"
+        )
+
+
 def _quiet_mlflow() -> None:
     # Store creation logs alembic migrations at INFO, downloads draw progress bars; users need neither.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's own HTTP retries would wait minutes on a dead server; ours are bounded (RETRY_SECONDS).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     for name in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -101,7 +201,8 @@ class Tracker:
         self.experiment = experiment
         if not create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
             raise UserError(f"no tracking store at {uri}; run `python -m fmnist.run` first or pass the right --tracking-uri")
-        self.client = MlflowClient(tracking_uri=uri)
+        check_store(uri)
+        self.client = RetryingClient(uri)
         if create:
             self.experiment_id = self._experiment_id(experiment)
             return
@@ -117,7 +218,8 @@ class Tracker:
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
             return None
         _quiet_mlflow()
-        client = MlflowClient(tracking_uri=uri)
+        check_store(uri)
+        client = RetryingClient(uri)
         ids = [e.experiment_id for e in client.search_experiments()]
         if not ids:
             return None
@@ -236,7 +338,7 @@ class Tracker:
 
 
 class TrackedRun:
-    def __init__(self, client: MlflowClient, run_id: str):
+    def __init__(self, client: RetryingClient, run_id: str):
         self.client = client
         self.run_id = run_id
 

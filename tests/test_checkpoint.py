@@ -3,12 +3,12 @@ import torch
 
 from fmnist import checkpoint
 from fmnist.engine import EpochResult
-from fmnist.models import ModelConfig, build_model
+from fmnist.models import MLPConfig, build_model
 
 
 def make_state(seed: int = 0):
     torch.manual_seed(seed)
-    model = build_model(ModelConfig(name="mlp", hidden=[8]))
+    model = build_model(MLPConfig(hidden=[8]))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model(torch.randn(4, 1, 28, 28)).sum().backward()
     optimizer.step()

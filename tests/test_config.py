@@ -74,7 +74,8 @@ def test_bad_values_are_refused_with_one_sentence(override, message):
     "override,cause,message",
     [
         ("optimizer.lr=fast", ValidationError, "'fast' of type 'str' could not be converted to Float"),
-        ("optimizer.lrate=0.1", ConfigAttributeError, "Key 'lrate' not in 'OptimizerConfig'"),
+        ("optimizer.lrate=0.1", ConfigAttributeError, "Key 'lrate' not in 'AdamConfig'"),
+        ("model.hidden=[8]", ConfigAttributeError, "Key 'hidden' not in 'ResNet18Config'"),
     ],
 )
 def test_wrong_types_and_unknown_keys_are_refused_at_compose_time(override, cause, message):

@@ -7,8 +7,8 @@ from torch import nn
 from fmnist.data import DataConfig, Split
 from fmnist.engine import evaluate, train_epoch
 from fmnist.job import dataset
-from fmnist.losses import LossConfig, build_loss
-from fmnist.models import ModelConfig, build_model
+from fmnist.losses import CrossEntropyConfig, build_loss
+from fmnist.models import MODELS, build_model
 from fmnist.transforms import TransformConfig, build_transform
 
 
@@ -31,7 +31,7 @@ class LeftHalf(nn.Module):
 def test_eval_flip_averages_the_logits_of_each_image_and_its_mirror():
     torch.manual_seed(0)
     model, split = LeftHalf(), tiny_split()
-    loss_fn = build_loss(LossConfig())
+    loss_fn = build_loss(CrossEntropyConfig())
     plain = build_transform(TransformConfig())
     with_flip = build_transform(TransformConfig(eval_flip=True))
     x = plain.eval(split.images)
@@ -47,13 +47,13 @@ def test_eval_flip_averages_the_logits_of_each_image_and_its_mirror():
 @pytest.mark.parametrize("name", ["mlp", "vgg"])
 def test_bf16_runs_matmuls_in_bfloat16_and_still_learns(name):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name=name, channels=[8, 16]))
+    model = build_model(MODELS.schema(name)(**({'channels': [8, 16]} if name == 'vgg' else {})))
     if name == "vgg":
         model = model.to(memory_format=torch.channels_last)
     seen = []
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     last.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
-    split, transform, loss_fn = tiny_split(128), build_transform(TransformConfig()), build_loss(LossConfig())
+    split, transform, loss_fn = tiny_split(128), build_transform(TransformConfig()), build_loss(CrossEntropyConfig())
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
     losses = [
@@ -66,9 +66,9 @@ def test_bf16_runs_matmuls_in_bfloat16_and_still_learns(name):
 
 
 def test_fp32_leaves_everything_in_float32():
-    model, seen = build_model(ModelConfig(name="mlp")), []
+    model, seen = build_model(MODELS.schema("mlp")()), []
     model[-1].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
-    evaluate(model, tiny_split(), build_transform(TransformConfig()), build_loss(LossConfig()), precision="fp32")
+    evaluate(model, tiny_split(), build_transform(TransformConfig()), build_loss(CrossEntropyConfig()), precision="fp32")
     assert seen == [torch.float32]
 
 

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from fmnist.errors import ConfigError
-from fmnist.losses import LOSSES, LossConfig, build_loss
+from fmnist.losses import LOSSES, CrossEntropyConfig, LossConfig, NLLConfig, build_loss
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def batch():
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_every_loss_is_a_finite_differentiable_scalar_that_prefers_the_right_class(name, batch):
     logits, labels = batch
-    loss_fn = build_loss(LossConfig(name=name))
+    loss_fn = build_loss(LOSSES.schema(name)())
     loss = loss_fn(logits, labels)
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
@@ -27,25 +27,25 @@ def test_every_loss_is_a_finite_differentiable_scalar_that_prefers_the_right_cla
 def test_nll_on_log_softmax_equals_cross_entropy(batch):
     logits, labels = batch
     for smoothing in (0.0, 0.1):
-        ce = build_loss(LossConfig("ce", smoothing))(logits, labels)
-        nll = build_loss(LossConfig("nll", smoothing))(logits, labels)
+        ce = build_loss(CrossEntropyConfig(label_smoothing=smoothing))(logits, labels)
+        nll = build_loss(NLLConfig(label_smoothing=smoothing))(logits, labels)
         torch.testing.assert_close(nll, ce)
 
 
 def test_mse_compares_softmax_probabilities_with_one_hot_targets(batch):
     logits, labels = batch
     expected = ((logits.softmax(1) - F.one_hot(labels, 10)) ** 2).mean()
-    torch.testing.assert_close(build_loss(LossConfig("mse"))(logits, labels), expected)
+    torch.testing.assert_close(build_loss(LOSSES.schema("mse")())(logits, labels), expected)
 
 
 def test_mae_is_the_mean_absolute_error_of_probabilities(batch):
     logits, labels = batch
     expected = (logits.softmax(1) - F.one_hot(labels, 10)).abs().mean()
-    torch.testing.assert_close(build_loss(LossConfig("mae"))(logits, labels), expected)
+    torch.testing.assert_close(build_loss(LOSSES.schema("mae")())(logits, labels), expected)
 
 
 def test_unknown_loss_and_bad_smoothing_are_refused():
     with pytest.raises(ConfigError, match="unknown loss 'mes'; choose one of: ce, mae, mse, nll"):
         LossConfig(name="mes")
     with pytest.raises(ConfigError, match="label_smoothing"):
-        LossConfig(label_smoothing=1.0)
+        CrossEntropyConfig(label_smoothing=1.0)

@@ -6,7 +6,7 @@ import pytest
 from fmnist import study
 from fmnist.errors import ConfigError
 from fmnist.results import Result, predictions_digest, read_export, write_export
-from fmnist.schedules import ScheduleConfig
+from fmnist.schedules import SCHEDULES
 from fmnist.study import BASELINE, Composed, Level, StudyConfig
 
 IMAGES = 2000
@@ -27,7 +27,7 @@ def table2_like(**extra) -> StudyConfig:
 def composed(cell: str, schedule: str = "constant") -> Composed:
     epochs = {"epochs10": 10, "epochs20": 20}.get(cell, 5)
     params = {"schedule.epochs": epochs, "optimizer.name": "sgd" if cell == "sgd" else "adam", "seed": 0}
-    return Composed(params, ScheduleConfig(name=schedule, epochs=epochs))
+    return Composed(params, SCHEDULES.schema(schedule)(epochs=epochs))
 
 
 def test_cells_differing_only_in_epochs_share_one_run_read_at_each_epoch():

@@ -1,0 +1,131 @@
+"""One job: exact resume under every schedule and optimizer, the checkpoint policy, skips that name the code."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from fmnist import job
+from fmnist.bookkeeping import Terminated
+from fmnist.engine import Diverged
+from fmnist.job import Launch, train
+from fmnist.optimizers import OPTIMIZERS
+from fmnist.schedules import SCHEDULES
+from fmnist.tracking import FAILURE_TAG, GIT_TAG
+from tests.conftest import compose_config, runs_of, write_tiny_fmnist
+
+EPOCH_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One store and one tiny data set for the whole module: a fresh SQLite store costs seconds to create."""
+    root = tmp_path_factory.mktemp("job")
+    return root, write_tiny_fmnist(root / "tiny", n_train=96, n_test=32), f"sqlite:///{root / 'mlflow.db'}"
+
+
+def tiny(shared, experiment: str, *overrides: str):
+    root, data, uri = shared
+    return compose_config([
+        "model=mlp", "model.hidden=[16]", "batch_size=16", "data.val_size=16", "data.verify=false", f"data.root={data}",
+        "progress=false", "threads=1", f"tracking.uri={uri}", f"tracking.experiment={experiment}",
+        f"checkpoint_dir={root / experiment / 'checkpoints'}", *overrides,
+    ])
+
+
+def stop_after(monkeypatch, epoch: int) -> None:
+    """Make the job stop like a SIGTERM right after `epoch` is checkpointed and logged."""
+    original = job.Training._after_epoch
+
+    def after_epoch(self, result):
+        original(self, result)
+        if result.epoch == epoch:
+            raise Terminated("test: stop here")
+
+    monkeypatch.setattr(job.Training, "_after_epoch", after_epoch)
+
+
+def history(uri: str, run, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run.info.run_id, key))
+
+
+def weights(uri: str, run, folder: Path) -> dict[str, torch.Tensor]:
+    path = MlflowClient(uri).download_artifacts(run.info.run_id, "model.pt", str(folder))
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS.names())
+@pytest.mark.parametrize("schedule", SCHEDULES.names())
+def test_resumed_equals_uninterrupted_bit_for_bit(shared, monkeypatch, tmp_path, schedule, optimizer):
+    root, _, uri = shared
+    overrides = [f"schedule={schedule}", "schedule.epochs=3", f"optimizer={optimizer}"]
+    if optimizer in ("sgd", "rmsprop"):
+        overrides.append("optimizer.momentum=0.9")  # a state that must survive the restart
+    name = f"{schedule}-{optimizer}"
+    launch = Launch(overrides, "s", tmp_path)
+    train(tiny(shared, f"whole-{name}", *overrides), launch)
+
+    with monkeypatch.context() as patch:
+        stop_after(patch, 1)
+        with pytest.raises(Terminated):
+            train(tiny(shared, f"resumed-{name}", *overrides), launch)
+    _, (killed,) = runs_of(uri, f"resumed-{name}")
+    assert killed.info.status == "KILLED" and (root / f"resumed-{name}" / "checkpoints").glob("*.pt")
+    train(tiny(shared, f"resumed-{name}", *overrides), launch)
+
+    _, (whole,) = runs_of(uri, f"whole-{name}")
+    _, (resumed,) = runs_of(uri, f"resumed-{name}")
+    assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
+    for key in (*EPOCH_KEYS, "test/acc", "test/loss"):
+        assert history(uri, resumed, key) == history(uri, whole, key), key
+    a, b = weights(uri, whole, tmp_path / "a"), weights(uri, resumed, tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_transient_failure_keeps_the_checkpoint_and_the_next_attempt_resumes(shared, monkeypatch, tmp_path):
+    root, _, uri = shared
+    original = job.Training._after_epoch
+
+    def flaky(self, result):
+        original(self, result)
+        if result.epoch == 2:
+            raise OSError("the network file system went away")
+
+    monkeypatch.setattr(job.Training, "_after_epoch", flaky)
+    with pytest.raises(OSError):
+        train(tiny(shared, "transient", "schedule.epochs=3"), Launch([], "s", tmp_path))
+    _, (failed,) = runs_of(uri, "transient")
+    assert failed.info.status == "FAILED" and "checkpoint is kept" in failed.data.tags[FAILURE_TAG]
+    assert list((root / "transient" / "checkpoints").glob("*.pt"))
+    monkeypatch.undo()
+    train(tiny(shared, "transient", "schedule.epochs=3"), Launch([], "s", tmp_path))
+    _, (finished,) = runs_of(uri, "transient")
+    assert finished.info.run_id == failed.info.run_id and finished.info.status == "FINISHED"
+    assert [s for s, _ in history(uri, finished, "val/acc")] == [1, 2, 3]
+    assert not list((root / "transient" / "checkpoints").glob("*.pt"))
+
+
+def test_a_diverging_run_loses_its_checkpoint(shared, tmp_path):
+    root, _, uri = shared
+    cfg = tiny(shared, "diverge", "optimizer=sgd", "optimizer.lr=1e12", "optimizer.momentum=0.9", "schedule.epochs=2")
+    with pytest.raises(Diverged):
+        train(cfg, Launch([], "s", tmp_path))
+    _, (failed,) = runs_of(uri, "diverge")
+    assert failed.info.status == "FAILED" and "checkpoint is kept" not in failed.data.tags[FAILURE_TAG]
+    assert not list((root / "diverge" / "checkpoints").glob("*.pt"))
+
+
+def test_a_skip_names_the_commit_of_other_code_and_rerun_on_code_change_trains_again(shared, tmp_path, capsys):
+    _, _, uri = shared
+    cfg = lambda *more: tiny(shared, "code", "schedule.epochs=1", *more)  # noqa: E731
+    train(cfg(), Launch([], "s", tmp_path))
+    client, (first,) = runs_of(uri, "code")
+    client.set_tag(first.info.run_id, GIT_TAG, "0123456789abcdef0123")
+    capsys.readouterr()
+    train(cfg(), Launch([], "s", tmp_path))
+    said = capsys.readouterr().err
+    assert f"already finished as run {first.info.run_id}" in said and "made by commit 0123456789ab" in said
+    assert len(runs_of(uri, "code")[1]) == 1
+    train(cfg("rerun_on_code_change=true"), Launch([], "s", tmp_path))
+    assert [r.info.status for r in runs_of(uri, "code")[1]] == ["FINISHED", "FINISHED"]
