@@ -69,8 +69,12 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lease, or raise Busy naming the live owner."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self._create():
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = self._create()
+        except OSError as err:
+            raise UserError(f"cannot write in the checkpoint folder {self.path.parent} ({err.strerror}); set checkpoint_dir to a writable folder") from None
+        if not created:
             holder = read_holder(self.path)
             if holder is not None and self._live(holder):
                 raise Busy(self._busy_message(holder))

@@ -31,6 +31,8 @@ def display(row: study.Row) -> list[str]:
     if row.ci_low is not None:
         diff += f" [{_num(row.ci_low, True)}, {_num(row.ci_high, True)}]"
     note = row.note
+    if row.cell == study.COMBINED:
+        note = "; ".join(filter(None, [f"ran {row.level.replace('+', ' + ')}", note]))
     if row.verdict == "too few seeds" and row.mcnemar_p:
         note = "; ".join(filter(None, [f"McNemar p per seed (test-set sampling only): {', '.join(_p(p) for p in row.mcnemar_p)}", note]))
     return [
@@ -100,6 +102,8 @@ def factor_figures(cells: dict[str, study.CellRuns], factors: list[str], path_fo
     files = []
     for factor in factors:
         members = [c for c in cells.values() if c.factor in (factor, study.BASELINE)]
+        # Longest first: a cell read earlier from the same run is drawn on top of the part it shares.
+        members.sort(key=lambda c: -min(len(r.curves["val/acc"]) for r in c.by_seed.values()))
         if len(members) > 1:
             files.append(path_for(factor))
             curves = {f"{c.cell} (n={len(c.by_seed)})": mean_curves(c) for c in members}

@@ -1,0 +1,110 @@
+"""The store: transient failures retried (SQLite locked by another process, a server answering 5xx or
+resetting connections), an unreachable server and a damaged file refused in one sentence."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fmnist.errors import UserError
+from fmnist.tracking import Tracker, is_transient, retrying
+from tests.conftest import cli, free_port, runs_of, store
+
+SMALL = ["model=mlp", "data.train_size=1000", "data.val_size=1000", "data.test_size=1000", "progress=false", "threads=1"]
+
+
+def test_retrying_retries_transient_errors_only_and_for_a_bounded_time():
+    calls = []
+
+    def flaky():
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert retrying(flaky, seconds=10) == "ok" and len(calls) == 3
+    with pytest.raises(ValueError):
+        retrying(lambda: (_ for _ in ()).throw(ValueError("no such run")), seconds=10)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError):
+        retrying(lambda: (_ for _ in ()).throw(RuntimeError("503 Service Unavailable")), seconds=1.5)
+    assert time.monotonic() - start < 3
+    assert is_transient(ConnectionResetError()) and not is_transient(KeyError("x"))
+
+
+def steps(uri, experiment="fmnist", key="val/acc"):
+    client, runs = runs_of(uri, experiment)
+    return [sorted(m.step for m in client.get_metric_history(r.info.run_id, key)) for r in runs], runs
+
+
+@pytest.mark.slow
+def test_a_job_outlasts_another_process_holding_the_sqlite_store_locked(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    Tracker(uri, "fmnist")  # create the store first
+    job = subprocess.Popen(
+        [sys.executable, "-m", "fmnist.run", *SMALL, "data.train_size=10000", "schedule.epochs=6", f"tracking.uri={uri}", f"data.root={real_data_root}",
+         f"hydra.run.dir={tmp_path}/out"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(s for s in steps(uri)[0]):
+        time.sleep(0.2)
+    # Hold an exclusive lock longer than the busy timeout MLflow gives SQLite (20 s): MLflow raises "database is locked".
+    locker = "import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1], isolation_level=None); " \
+             "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(26); db.execute('COMMIT')"
+    subprocess.run([sys.executable, "-c", locker, str(tmp_path / "mlflow.db")], check=True, timeout=60)
+    output, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, output[-3000:]
+    assert "failed transiently" in output  # it did meet the lock, and retried
+    (history,), (run,) = steps(uri)
+    assert history == [1, 2, 3, 4, 5, 6] and run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["503", "reset"])
+def test_a_job_outlasts_a_server_failing_bursts_of_requests(tmp_path, mlflow_server, real_data_root, mode):
+    port = free_port()
+    proxy = subprocess.Popen([sys.executable, str(Path(__file__).with_name("faulty_proxy.py")), mlflow_server, str(port),
+                              "--mode", mode, "--every", "12", "--burst", "4"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stdout.readline().strip() == "ready"
+        url = f"http://127.0.0.1:{port}"
+        done = cli(tmp_path, *SMALL, "schedule.epochs=3", f"tracking.uri={url}", f"data.root={real_data_root}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        proxy.terminate()
+        failures = proxy.communicate(timeout=30)[0].count(f"fail {mode}")
+    assert failures >= 4  # at least one burst hit the job
+    (history,), (run,) = steps(mlflow_server)
+    assert history == [1, 2, 3] and run.info.status == "FINISHED"  # every epoch exactly once
+
+
+@pytest.mark.slow
+def test_an_unreachable_server_is_one_sentence_within_seconds_and_nothing_runs(tmp_path):
+    start = time.monotonic()
+    done = cli(tmp_path, *SMALL, "tracking.uri=http://127.0.0.1:9")
+    assert done.returncode != 0 and time.monotonic() - start < 30
+    assert done.stderr.strip().splitlines()[-1].startswith("error: cannot reach the MLflow tracking server at http://127.0.0.1:9")
+    assert "mlflow server" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content", [b"this is not a database", "truncated"])
+def test_a_damaged_store_is_named_and_left_untouched(tmp_path, content):
+    if content == "truncated":
+        good = tmp_path / "good.db"
+        Tracker(f"sqlite:///{good}", "fmnist")
+        content = good.read_bytes()[:20_000]
+    path = tmp_path / "mlflow.db"
+    path.write_bytes(content)
+    for command in (["-m", "fmnist.run", *SMALL], ["-m", "fmnist.report"]):
+        done = subprocess.run([sys.executable, *command, f"hydra.run.dir={tmp_path}/out"] if "fmnist.run" in command
+                              else [sys.executable, *command], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode != 0 and last.startswith(f"error: the tracking store {path} is damaged"), done.stderr[-2000:]
+        assert "move it aside" in last and "Traceback" not in done.stderr
+    assert path.read_bytes() == content
+    with pytest.raises(UserError, match="damaged"):
+        Tracker(f"sqlite:///{path}", "fmnist")
