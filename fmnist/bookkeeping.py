@@ -8,6 +8,7 @@ after a transient failure, so the next attempt resumes.
 """
 
 import functools
+import json
 import os
 import shlex
 import socket
@@ -28,8 +29,8 @@ from fmnist.lease import Lease, LeaseLost
 from fmnist.results import exported_runs
 from fmnist.study import StudyConfig, override_key, readings
 from fmnist.tracking import (
-    COMMAND_TAG, FINGERPRINT_TAG, GIT_TAG, OVERRIDES_TAG, SETTINGS_TAG, STUDY_TAG, SWEEP_TAG, RunRecord, TrackedRun, Tracker,
-    resolve_uri, study_tags,
+    COMMAND_TAG, FINGERPRINT_TAG, GIT_TAG, JOB_TAG, LAUNCHER_TAG, OVERRIDES_TAG, PARENT_ID_TAG, PARENT_TAG, SETTINGS_TAG, STUDY_TAG,
+    SWEEP_COMMAND_TAG, SWEEP_TAG, VARYING_TAG, FAILED_JOBS_TAG, RunRecord, TrackedRun, Tracker, resolve_uri, study_tags,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,7 @@ class Launch:
     base_dir: Path  # the folder the command was started in; relative paths are taken from it
     default_threads: int | None = None  # torch threads when the config leaves `threads` unset
     config_args: list[str] = field(default_factory=list)  # what found the config (--config-dir, hydra.searchpath=...)
+    job_num: int | None = None  # the job's number within its sweep; None for a single run
 
 
 def say(message: str) -> None:
@@ -116,6 +118,17 @@ class Bookkeeping:
         folder = Path(launch.base_dir, settings.checkpoint_dir)
         self.checkpoint_path = folder / f"{fp}.pt"
         self.lease = Lease(folder / f"{fp}.lease", stale_after=settings.lease_seconds)
+        self.parent = self.tracker.parent(launch.sweep_id) if launch.job_num is not None else None
+
+    def record(self, outcome: str, run_id: str | None = None, **more: str) -> None:
+        """This job's line in its sweep's parent run: trained, resumed, skipped (and which run stands for it), failed."""
+        if self.parent is None:
+            return
+        entry = {"overrides": shlex.join(self.launch.overrides), "outcome": outcome, "run_id": run_id, **more}
+        try:
+            self.tracker.handle(self.parent.run_id).set_tags({f"{JOB_TAG}{self.launch.job_num:04d}": json.dumps(entry)[:7900]})
+        except Exception as err:  # the record is for people; never let it fail the job
+            say(f"warning: could not record this job in its sweep's parent run ({type(err).__name__})")
 
     def finished(self) -> Skip | None:
         """The finished run that makes this job unnecessary, if any (said on stderr)."""
@@ -167,12 +180,19 @@ class Bookkeeping:
                 self.tracker.handle(run.run_id).fail("its process ended without finishing (killed?)", killed=True)
         tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), "fmnist.device": str(device),
                 "fmnist.threads": str(torch.get_num_threads())}
+        if self.parent is not None:
+            tags |= {PARENT_ID_TAG: self.parent.run_id, SWEEP_TAG: self.launch.sweep_id}  # a resumed run joins this sweep
         if resume:
             say(f"resuming run {resume.run_id} after epoch {resume.epoch}")
             run = self.tracker.reopen(resume.run_id)
             run.set_tags(tags)
             return run
-        return self.tracker.start_run(run_name(self.launch.overrides), self._params(), tags | self._tags())
+        return self.tracker.start_run(self._name(), self._params(), tags | self._tags())
+
+    def _name(self) -> str:
+        varying = json.loads(self.parent.tags.get(VARYING_TAG, "[]")) if self.parent else []
+        cells = [r.cell for r in readings(self.settings.study)]
+        return varying_name(self.launch.overrides, varying, cells) or run_name(self.launch.overrides)
 
     def _params(self) -> dict[str, object]:
         """The flattened config; of the study node only what places the run (its name and readings)."""
@@ -222,3 +242,62 @@ class Bookkeeping:
     def _config_is_bad(err: BaseException) -> bool:
         """Failures that would repeat themselves from the checkpoint: bad input, a diverging loss."""
         return isinstance(err, (UserError, Diverged))
+
+
+# ----- a sweep: one parent run, each job its child -----
+
+
+OPEN_SWEEP: dict = {}  # in the launching process: the tracker and parent run of the multirun under way
+
+
+@dataclass
+class Sweep:
+    """What the launching process knows about a multirun: it opens the parent run and closes it."""
+
+    sweep_id: str
+    command: list[str]  # the overrides as typed, sweeps included (loss=ce,mse,nll)
+    varying: list[str]  # the keys whose values differ between the jobs
+    launcher: str
+    study: str | None
+
+
+def sweep_name(sweep: Sweep) -> str:
+    """`sweep loss=ce,mse,nll model=mlp`: what varies first, then the settings the jobs share."""
+    semantic = [o for o in sweep.command if is_semantic(override_key(o)) or override_key(o) == "study"]
+    first = [o for o in semantic if override_key(o) in sweep.varying]
+    return " ".join(["sweep", *first, *(o for o in semantic if o not in first)])
+
+
+def open_parent(tracker: Tracker, sweep: Sweep) -> TrackedRun:
+    tags = {
+        PARENT_TAG: "1", SWEEP_TAG: sweep.sweep_id, SWEEP_COMMAND_TAG: shlex.join(sweep.command),
+        VARYING_TAG: json.dumps(sweep.varying), LAUNCHER_TAG: sweep.launcher, GIT_TAG: git_commit(),
+    }
+    if sweep.study:
+        tags[STUDY_TAG] = sweep.study
+    return tracker.start_run(sweep_name(sweep), {}, tags)
+
+
+def close_parent(tracker: Tracker, parent: TrackedRun, interrupted: bool, raised: bool) -> None:
+    """FINISHED when every job finished or was skipped; else FAILED, saying how many jobs failed."""
+    record = tracker.get(parent.run_id)
+    outcomes = [json.loads(v) for k, v in record.tags.items() if k.startswith(JOB_TAG)] if record else []
+    failed = [o for o in outcomes if o["outcome"] == "failed"]
+    unfinished = [r for r in tracker.runs(f"tags.`{PARENT_ID_TAG}` = '{parent.run_id}'") if r.status != "FINISHED"]
+    count = max(len(failed), len({r.run_id for r in unfinished}), 1 if raised else 0)
+    if interrupted:
+        parent.fail(f"interrupted after {len(outcomes)} job(s) ended", killed=True)
+    elif count:
+        parent.set_tags({FAILED_JOBS_TAG: str(count)})
+        parent.fail(f"{count} of {max(len(outcomes), count)} job(s) failed")
+    else:
+        parent.finish()
+
+
+def varying_name(overrides: list[str], varying: list[str], cells: list[str]) -> str:
+    """A child's name: the overrides that differ between the sweep's jobs (`loss=mse`, `cell=sgd seed=2`)."""
+    parts = [f"cell={cells[-1]}"] if cells and "cell" in varying else []
+    parts += [o for o in overrides if override_key(o) in varying]
+    if len(cells) > 1 and "cell" in varying:
+        parts.append(f"(also {', '.join(cells[:-1])})")
+    return " ".join(parts)

@@ -73,9 +73,17 @@ class Dataset:
     train: Split
     val: Split
     test: Split
+    source: str = ""  # the folder the IDX files were read from
 
     def to(self, device) -> "Dataset":
-        return Dataset(self.train.to(device), self.val.to(device), self.test.to(device))
+        return Dataset(self.train.to(device), self.val.to(device), self.test.to(device), self.source)
+
+
+def split_digest(split: Split) -> str:
+    """SHA-256 (first 16 hex digits) of a split's images and labels, in order."""
+    digest = hashlib.sha256(split.images.cpu().numpy().tobytes())
+    digest.update(split.labels.cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def read_idx(path: Path) -> torch.Tensor:
@@ -218,7 +226,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         train = Split(train.images[: cfg.train_size], train.labels[: cfg.train_size])
     if cfg.test_size is not None:
         test = Split(test.images[: cfg.test_size], test.labels[: cfg.test_size])
-    return Dataset(train, val, test)
+    return Dataset(train, val, test, str(root))
 
 
 def batches(split: Split, batch_size: int, generator: torch.Generator | None = None):

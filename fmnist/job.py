@@ -16,7 +16,7 @@ from fmnist import checkpoint
 from fmnist.artifacts import write_artifacts, write_predictions
 from fmnist.bookkeeping import Bookkeeping, Launch, say
 from fmnist.config import Config, fingerprint, validate
-from fmnist.data import DataConfig, Dataset, load_dataset
+from fmnist.data import DataConfig, Dataset, load_dataset, split_digest
 from fmnist.engine import EpochResult, Evaluation, evaluate, fit
 from fmnist.errors import ConfigError
 from fmnist.lease import Lease
@@ -36,25 +36,39 @@ def train(cfg: DictConfig, launch: Launch) -> float | None:
     device = pick_device(settings.device)
     check_precision(settings.precision, device)
     book = Bookkeeping(cfg, settings, launch, fingerprint(cfg))  # an unreachable or damaged store stops here
+    try:
+        return _train(cfg, settings, launch, device, book)
+    except BaseException as err:
+        book.record("failed", reason=f"{type(err).__name__}: {err}"[:2000])
+        raise
+
+
+def _train(cfg: DictConfig, settings: Config, launch: Launch, device: torch.device, book: Bookkeeping) -> float | None:
     skip = book.finished()
     if skip:
+        book.record("skipped", skip.run_id, where=skip.where)
         return skip.test_acc
-    data = dataset(settings.data).to(device)  # missing or corrupt data stops here
+    data, inputs = dataset(settings.data)  # missing or corrupt data stops here
+    data = data.to(device)
     if settings.threads or launch.default_threads:
         torch.set_num_threads(settings.threads or launch.default_threads)
 
     with book.lease:  # a live copy of this job elsewhere stops here
         skip = book.finished()  # it may have finished while this copy was starting
         if skip:
+            book.record("skipped", skip.run_id, where=skip.where)
             return skip.test_acc
         resume = book.resumable()
         run = book.open_run(resume, device)
+        if resume is None:
+            run.log_datasets(inputs)
         try:
             accuracy = Training(settings, cfg, data, device, run, book.checkpoint_path, book.fp, book.lease).run(resume)
         except BaseException as err:
             book.ended(run, err)
             raise
         book.ended(run, None)
+    book.record("resumed" if resume else "trained", run.run_id)
     return accuracy
 
 
@@ -84,18 +98,26 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-_loaded: dict[tuple, Dataset] = {}
+_loaded: dict[tuple, tuple[Dataset, list]] = {}
 
 
-def dataset(cfg: DataConfig) -> Dataset:
-    """The data set, read (and verified) once per process: a sweep's jobs in one process share it.
+def dataset(cfg: DataConfig) -> tuple[Dataset, list[tuple[str, str, str, int, str]]]:
+    """The data set, read (and verified) once per process, and its three splits as MLflow inputs.
 
-    Training never writes to the tensors (transforms make new ones), so sharing is safe.
+    A sweep's jobs in one process share it: training never writes to the tensors (transforms make
+    new ones). Each split's digest is of its content (images and labels), so two runs saw the same
+    data exactly when their digests agree.
     """
     key = astuple(cfg)
     if key not in _loaded:
         _loaded.clear()
-        _loaded[key] = load_dataset(cfg)
+        data = load_dataset(cfg)
+        described = f"{data.source} (val_size={cfg.val_size}, split_seed={cfg.split_seed}, train_size={cfg.train_size}, test_size={cfg.test_size})"
+        inputs = [
+            (f"fashion-mnist-{name}", split_digest(split), described, len(split), context)
+            for name, split, context in (("train", data.train, "training"), ("val", data.val, "validation"), ("test", data.test, "test"))
+        ]
+        _loaded[key] = (data, inputs)
     return _loaded[key]
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException, MissingConfigException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from fmnist.bookkeeping import Launch, Terminated
+from fmnist.bookkeeping import OPEN_SWEEP, Launch, Sweep, Terminated, close_parent, open_parent
 from fmnist.config import OPTION_GROUPS, register_schema
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
@@ -28,12 +29,25 @@ from fmnist.job import train
 from fmnist.tracking import Tracker, resolve_uri
 
 
-def sweep_id(hydra_cfg) -> str:
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        sweep_dir = Path(hydra_cfg.runtime.cwd, hydra_cfg.sweep.dir).resolve()
-        stamp = "_".join(sweep_dir.parts[-2:])
-        return f"{stamp}-{hashlib.sha1(str(sweep_dir).encode()).hexdigest()[:6]}"
+SWEEP_ENV = "FMNIST_SWEEP_ID"  # set by the launching process; jobs in other processes (joblib, submitit, Slurm) inherit it
+
+
+def new_sweep_id() -> str:
     return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{hashlib.sha1(str(time.time_ns()).encode()).hexdigest()[:6]}"
+
+
+def sweep_id(hydra_cfg) -> str:
+    """Shared by the jobs of one launch of a multirun; a single run gets one of its own."""
+    if hydra_cfg.mode == RunMode.MULTIRUN and os.environ.get(SWEEP_ENV):
+        return os.environ[SWEEP_ENV]
+    return new_sweep_id()
+
+
+def varying_keys(config: DictConfig) -> list[str]:
+    """The override keys whose values differ between a multirun's jobs (and `cell`, for a study)."""
+    overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = [o.key_or_group for o in overrides if o.is_sweep_override()]
+    return (["cell"] if "fmnist_study" in str(config.hydra.sweeper.get("_target_", "")) else []) + keys
 
 
 def config_args(hydra_cfg) -> list[str]:
@@ -56,11 +70,16 @@ def threads_per_job(launcher_cfg) -> int | None:
 
 
 class PrepareStore(Callback):
-    """Creates the tracking store and experiment once, before parallel jobs race to do it."""
+    """Creates the store, the experiment and the sweep's parent run once, before parallel jobs start."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         uri = resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd))
-        Tracker(uri, config.tracking.experiment)
+        tracker = Tracker(uri, config.tracking.experiment)
+        os.environ[SWEEP_ENV] = new_sweep_id()
+        sweep = Sweep(os.environ[SWEEP_ENV], list(config.hydra.overrides.task), varying_keys(config),
+                      str(config.hydra.launcher.get("_target_", "")), config.study.name)
+        # Kept in fmnist.bookkeeping: Hydra imports this module anew for the callback, beside `__main__`.
+        OPEN_SWEEP.update(tracker=tracker, parent=open_parent(tracker, sweep))
 
 
 def stop_on_sigterm(signum, frame):
@@ -74,9 +93,10 @@ register_schema()
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     launch = Launch(
         list(hydra_cfg.overrides.task), sweep_id(hydra_cfg), Path(hydra_cfg.runtime.cwd), threads_per_job(hydra_cfg.launcher),
-        config_args(hydra_cfg),
+        config_args(hydra_cfg), hydra_cfg.job.num if multirun else None,
     )
     try:
         return train(cfg, launch)
@@ -119,15 +139,25 @@ def explain(err: BaseException) -> str | None:
 def cli() -> None:
     """`python -m fmnist.run`: bad input ends in one line that says what was wrong, not a stack trace."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing: the errors come here
+    interrupted = raised = False
     try:
         main()
+    except (KeyboardInterrupt, SystemExit) as err:
+        interrupted = isinstance(err, KeyboardInterrupt) or "interrupted" in str(err.code)
+        raised = True
+        raise
     except (UserError, Diverged) as err:
+        raised = True
         sys.exit(f"error: {err}")
     except Exception as err:
+        raised = True
         message = explain(err)
         if message is None:
             raise
         sys.exit(f"error: {message}")
+    finally:
+        if OPEN_SWEEP:
+            close_parent(OPEN_SWEEP.pop("tracker"), OPEN_SWEEP.pop("parent"), interrupted, raised)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from fmnist.errors import UserError
@@ -39,6 +39,14 @@ COMMAND_TAG = "fmnist.command"  # the sweep's own overrides, without seed and st
 SETTINGS_TAG = "fmnist.settings"  # identity.settings_id: the same for every seed of one cell
 GIT_TAG = "mlflow.source.git.commit"
 SUMMARY_TAG = "fmnist.summary"  # marks a report's summary run, which holds no training
+PARENT_TAG = "fmnist.parent"  # marks a sweep's parent run (it holds no training; its jobs are its children)
+PARENT_ID_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a child under its parent
+VARYING_TAG = "fmnist.varying"  # on a parent: the override keys that differ between its jobs (JSON list)
+SWEEP_COMMAND_TAG = "fmnist.sweep_command"  # on a parent: the command line as typed
+LAUNCHER_TAG = "fmnist.launcher"
+JOB_TAG = "fmnist.job."  # on a parent, one per job: {overrides, outcome, run_id, reason} (JSON)
+FAILED_JOBS_TAG = "fmnist.failed_jobs"
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens on the runs table
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
 
 
@@ -233,7 +241,7 @@ class Tracker:
             return found.experiment_id
         root = _artifact_root(self.uri)
         try:
-            return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+            return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None, tags=dict([EXPERIMENT_KIND]))
         except MlflowException:
             # Another job created it between our look-up and our create.
             found = self.client.get_experiment_by_name(name)
@@ -260,8 +268,26 @@ class Tracker:
                 run.info.start_time,
             )
             for run in found
-            if SUMMARY_TAG not in run.data.tags
+            if SUMMARY_TAG not in run.data.tags and PARENT_TAG not in run.data.tags
         ]
+
+    def parents(self) -> list[RunRecord]:
+        """The sweeps' parent runs, oldest first."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '1'", max_results=50_000,
+                                        order_by=["attributes.start_time ASC"])
+        return [RunRecord(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics), dict(r.data.tags),
+                          r.info.start_time) for r in found]
+
+    def parent(self, sweep_id: str) -> RunRecord | None:
+        return next((r for r in reversed(self.parents()) if r.tags.get(SWEEP_TAG) == sweep_id), None)
+
+    def get(self, run_id: str) -> RunRecord | None:
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        return RunRecord(run.info.run_id, run.info.run_name, run.info.status, dict(run.data.params), dict(run.data.metrics),
+                         dict(run.data.tags), run.info.start_time)
 
     def history(self, run_id: str, key: str) -> list[float]:
         """A metric's values ordered by step."""
@@ -305,8 +331,13 @@ class Tracker:
         with tempfile.TemporaryDirectory(prefix="fmnist-download-") as folder:
             return Path(self.client.download_artifacts(run_id, path, folder)).read_text()
 
-    def log_summary(self, name: str, files: list[Path], tags: dict[str, str]) -> str:
-        """A run holding a report's files; selections of training runs leave it out."""
+    def log_summary(self, name: str, files: list[Path], tags: dict[str, str], parent: str | None = None) -> str:
+        """A report's files: in the sweep's parent run when there is one, else in a summary run of their own."""
+        if parent is not None:
+            for path in files:
+                self.client.log_artifact(parent, str(path), artifact_path="report")
+            self.client.log_batch(parent, tags=[RunTag(k, v) for k, v in tags.items()])
+            return parent
         run = self.start_run(name, {}, {SUMMARY_TAG: "1", **tags})
         for path in files:
             self.client.log_artifact(run.run_id, str(path))
@@ -351,6 +382,18 @@ class TrackedRun:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
+    def log_datasets(self, inputs: list[tuple[str, str, str, int, str]]) -> None:
+        """(name, digest, source, rows, context) per data set: the run's inputs, shown in the UI's Dataset column."""
+        datasets = [
+            DatasetInput(
+                Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
+                        profile=json.dumps({"num_rows": rows})),
+                [InputTag("mlflow.data.context", context)],
+            )
+            for name, digest, source, rows, context in inputs
+        ]
+        self.client.log_inputs(self.run_id, datasets=datasets)
+
     def logged_steps(self, key: str) -> list[int]:
         return sorted(m.step for m in self.client.get_metric_history(self.run_id, key))
 
@@ -362,6 +405,9 @@ class TrackedRun:
 
     def finish(self) -> None:
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def end(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status)
 
     def fail(self, reason: str, killed: bool = False) -> None:
         self.set_tags({FAILURE_TAG: reason, "mlflow.note.content": f"Run stopped: {reason}"})

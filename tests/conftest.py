@@ -68,11 +68,12 @@ def store(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def runs_of(uri: str, experiment: str = "fmnist"):
-    """(client, runs oldest first) of one experiment, read straight through MLflow."""
+def runs_of(uri: str, experiment: str = "fmnist", parents: bool = False):
+    """(client, runs oldest first) of one experiment, read straight through MLflow; sweeps' parent runs only if asked."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    return client, ([] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]))
+    runs = [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    return client, [r for r in runs if parents or "fmnist.parent" not in r.data.tags]
 
 
 def cli(tmp_path: Path, *overrides: str, timeout: int = 600, **popen) -> subprocess.CompletedProcess:

@@ -1,5 +1,7 @@
 """Sweeps that survive: parallel jobs, kill and resume, failure isolation, submitit, a tracking server."""
 
+import csv
+import json
 import os
 import signal
 import socket
@@ -222,3 +224,67 @@ def test_a_second_copy_of_a_live_job_does_not_train_and_names_the_owner(tmp_path
     for key in ("val/loss", "train/loss", "epoch/seconds"):
         assert steps(client, runs[0], key) == list(range(1, 13)), key  # each epoch once
     assert not list((tmp_path / "checkpoints").glob("*.partial"))
+
+
+LAUNCHERS = {
+    "basic": [],
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"],
+}
+
+
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_a_sweep_is_one_parent_run_with_a_named_child_per_job_and_a_rerun_lists_its_skips(tmp_path, real_data_root, launcher):
+    from fmnist.tracking import JOB_TAG, PARENT_ID_TAG, PARENT_TAG
+
+    uri = store(tmp_path)
+    sweep = ["-m", *LAUNCHERS[launcher], "model=mlp", "schedule.epochs=1", "loss=ce,mse,nll", *SMALL[1:], f"tracking.uri={uri}",
+             f"data.root={real_data_root}"]
+    done = cli(tmp_path, *sweep)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, runs = runs_of(uri, parents=True)
+    (parent,) = [r for r in runs if PARENT_TAG in r.data.tags]
+    children = [r for r in runs if r.data.tags.get(PARENT_ID_TAG) == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("sweep loss=ce,mse,nll model=mlp")
+    assert sorted(c.info.run_name for c in children) == ["loss=ce", "loss=mse", "loss=nll"] and len(runs) == 4
+    for child in children:
+        contexts = sorted(d.tags[0].value for d in child.inputs.dataset_inputs)
+        assert contexts == ["test", "training", "validation"]
+        assert all(len(d.dataset.digest) == 16 for d in child.inputs.dataset_inputs)
+
+    again = cli(tmp_path, *sweep)
+    assert again.returncode == 0, again.stderr[-3000:]
+    client, runs = runs_of(uri, parents=True)
+    parents = [r for r in runs if PARENT_TAG in r.data.tags]
+    assert len(parents) == 2 and len(runs) == 5  # a new parent, no new child
+    rerun = max(parents, key=lambda r: r.info.start_time)
+    jobs = [json.loads(v) for k, v in rerun.data.tags.items() if k.startswith(JOB_TAG)]
+    assert sorted(j["outcome"] for j in jobs) == ["skipped"] * 3
+    assert {j["run_id"] for j in jobs} == {c.info.run_id for c in children}
+    assert rerun.info.status == "FINISHED"
+
+
+def test_the_readmes_three_commands_give_a_report_of_three_runs(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    common = ["model=mlp", "schedule.epochs=1", *SMALL[1:], f"tracking.uri={uri}", f"data.root={real_data_root}"]
+    assert cli(tmp_path, *common).returncode == 0
+    assert cli(tmp_path, "-m", *common, "loss=ce,mse,nll").returncode == 0
+    from fmnist import report
+
+    report.main(["--tracking-uri", uri, "--out", str(tmp_path / "out"), "--name", "losses"])
+    rows = list(csv.DictReader((tmp_path / "out" / "losses.csv").open()))
+    assert sorted(r["loss.name"] for r in rows) == ["ce", "mse", "nll"]
+    client, runs = runs_of(uri, parents=True)
+    parent = max((r for r in runs if "fmnist.parent" in r.data.tags), key=lambda r: r.info.start_time)
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/losses.md", "report/losses.csv"}
+
+
+def test_a_failed_job_makes_its_parent_failed_and_says_how_many(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    done = cli(tmp_path, "-m", "optimizer=sgd", "optimizer.momentum=0.9", "optimizer.lr=1e12,1e-3", *SMALL, "schedule.epochs=1",
+               f"tracking.uri={uri}", f"data.root={real_data_root}")
+    assert done.returncode != 0 and done.stderr.strip().splitlines()[-1].startswith("error: training loss became nan")
+    _, runs = runs_of(uri, parents=True)
+    (parent,) = [r for r in runs if "fmnist.parent" in r.data.tags]
+    assert parent.info.status == "FAILED" and parent.data.tags["fmnist.failed_jobs"] == "1"
+    assert "1 of 2 job(s) failed" in parent.data.tags["fmnist.failure"]

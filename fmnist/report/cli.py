@@ -64,7 +64,7 @@ def from_exports(args: argparse.Namespace, command: str) -> list[Path]:
 def from_store(args: argparse.Namespace, command: str) -> list[Path]:
     uri = resolve_uri(args.tracking_uri, Path.cwd())
     tracker = Tracker(uri, args.experiment or latest_experiment(uri), create=False)
-    runs, name = select_runs(tracker, args.sweep, args.all, args.filter)
+    runs, name, parent = select_runs(tracker, args.sweep, args.all, args.filter)
     args.out.mkdir(parents=True, exist_ok=True)
     studied = whole_studies(tracker, runs)
     if studied:
@@ -76,8 +76,17 @@ def from_store(args: argparse.Namespace, command: str) -> list[Path]:
         if args.export:
             raise UserError("--export keeps the runs of a study; this selection has none (run one with study=<name>)")
         files = comparison_report(tracker, runs, args.out, safe_name(args.name or name), command)
-    tracker.log_summary(f"report {args.name or name}", files, {"fmnist.report_command": command})
+    tracker.log_summary(f"report {args.name or name}", files, {"fmnist.report_command": command}, parent)
+    print(ui_line(tracker))
     return files
+
+
+def ui_line(tracker: Tracker) -> str:
+    """Where the runs are in the MLflow UI: the experiment's runs table (MLflow 3 opens on GenAI otherwise)."""
+    page = f"#/experiments/{tracker.experiment_id}?workflowType=machine_learning"
+    if tracker.uri.startswith(("http://", "https://")):
+        return f"In the MLflow UI: {tracker.uri.rstrip('/')}/{page}"
+    return f"In the MLflow UI: `mlflow ui --backend-store-uri {tracker.uri} --port 5000`, then http://127.0.0.1:5000/{page}"
 
 
 def latest_experiment(uri: str) -> str:
