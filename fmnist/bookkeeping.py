@@ -35,6 +35,7 @@ from fmnist.tracking import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOST_TAG, PID_TAG = "fmnist.host", "fmnist.pid"
+SLURM_TAG = "fmnist.slurm_job"  # the Slurm job (array_task) that last ran the run
 
 
 class Terminated(BaseException):
@@ -117,7 +118,9 @@ class Bookkeeping:
         self.tracker = Tracker(resolve_uri(settings.tracking.uri, launch.base_dir), settings.tracking.experiment)
         folder = Path(launch.base_dir, settings.checkpoint_dir)
         self.checkpoint_path = folder / f"{fp}.pt"
-        self.lease = Lease(folder / f"{fp}.lease", stale_after=settings.lease_seconds)
+        # A requeued Slurm job may start before its old process's lease goes stale: it waits that out.
+        requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+        self.lease = Lease(folder / f"{fp}.lease", stale_after=settings.lease_seconds, wait=settings.lease_seconds + 5 if requeued else 0)
         self.parent = self.tracker.parent(launch.sweep_id) if launch.job_num is not None else None
 
     def record(self, outcome: str, run_id: str | None = None, **more: str) -> None:
@@ -180,6 +183,9 @@ class Bookkeeping:
                 self.tracker.handle(run.run_id).fail("its process ended without finishing (killed?)", killed=True)
         tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), "fmnist.device": str(device),
                 "fmnist.threads": str(torch.get_num_threads())}
+        if os.environ.get("SLURM_JOB_ID"):
+            array = os.environ.get("SLURM_ARRAY_JOB_ID")
+            tags[SLURM_TAG] = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
         if self.parent is not None:
             tags |= {PARENT_ID_TAG: self.parent.run_id, SWEEP_TAG: self.launch.sweep_id}  # a resumed run joins this sweep
         if resume:

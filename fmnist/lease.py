@@ -58,9 +58,10 @@ def read_holder(path: Path) -> Holder | None:
 
 
 class Lease:
-    def __init__(self, path: Path, stale_after: float = 60.0, settle: float = 0.5):
+    def __init__(self, path: Path, stale_after: float = 60.0, settle: float = 0.5, wait: float = 0.0):
         self.path = path
         self.stale_after = stale_after
+        self.wait = wait  # how long to wait for a live owner to stop before giving up
         self.settle = settle  # wait after a takeover, then check that nobody else took it at the same moment
         self.me = Holder(socket.gethostname(), os.getpid(), uuid.uuid4().hex, time.time())
         self.lost = threading.Event()
@@ -68,7 +69,17 @@ class Lease:
         self._thread: threading.Thread | None = None
 
     def acquire(self) -> None:
-        """Take the lease, or raise Busy naming the live owner."""
+        """Take the lease, or raise Busy naming the live owner (after waiting up to `wait` seconds for it to go)."""
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                return self._acquire_once()
+            except Busy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(2.0, self.stale_after / 6))
+
+    def _acquire_once(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             created = self._create()

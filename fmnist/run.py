@@ -92,7 +92,11 @@ register_schema()
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        # Under Slurm, submitit lets SIGTERM pass (a requeue sends it, then SIGKILL): the job keeps its
+        # checkpoint and the requeued job resumes it. Ending it here would write an error result that
+        # submitit takes for the job's outcome.
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     launch = Launch(
         list(hydra_cfg.overrides.task), sweep_id(hydra_cfg), Path(hydra_cfg.runtime.cwd), threads_per_job(hydra_cfg.launcher),

@@ -1,0 +1,101 @@
+"""A sweep on a real Slurm cluster, logging to a real `mlflow server` on MariaDB, one job requeued mid-run.
+
+Needs `bash scripts/local-cluster.sh start` (CI runs it). Without a cluster the test skips with a
+message, unless FMNIST_REQUIRE_CLUSTER=1 (CI), where it fails.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fmnist import report
+from fmnist.tracking import JOB_TAG, PARENT_ID_TAG, PARENT_TAG
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+CLUSTER_ENV = Path(os.environ.get("FMNIST_CLUSTER_DIR", "/var/tmp/fmnist-cluster")) / "env"
+
+
+@pytest.fixture
+def server() -> str:
+    url = os.environ.get("FMNIST_MLFLOW_SERVER")
+    if not url and CLUSTER_ENV.is_file():
+        url = dict(line.split("=", 1) for line in CLUSTER_ENV.read_text().split()).get("FMNIST_MLFLOW_SERVER")
+    reachable = False
+    if url:
+        try:
+            import urllib.request
+
+            urllib.request.urlopen(f"{url}/health", timeout=5)
+            reachable = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+        except Exception:
+            reachable = False
+    if not reachable:
+        message = "no local Slurm cluster and MLflow server: run `bash scripts/local-cluster.sh start`"
+        if os.environ.get("FMNIST_REQUIRE_CLUSTER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+def runs(client: MlflowClient, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def steps(client, run, key="val/acc") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+
+def test_a_slurm_sweep_with_a_requeued_job_lands_every_epoch_exactly_once(server, tmp_path, real_data_root):
+    experiment = f"cluster-{uuid.uuid4().hex[:8]}"
+    epochs = 30  # long enough that the requeue's SIGKILL (KillWait=10 s after SIGTERM) lands mid-training
+    command = [
+        sys.executable, "-m", "fmnist.run", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
+        "hydra.launcher.cpus_per_task=1", "hydra.launcher.gpus_per_node=0", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=20",
+        "seed=0,1", "model=mlp", "data.train_size=20000", "data.test_size=2000", f"schedule.epochs={epochs}", "progress=false",
+        f"tracking.uri={server}", f"tracking.experiment={experiment}", f"data.root={real_data_root}",
+        f"checkpoint_dir={tmp_path / 'checkpoints'}", f"hydra.sweep.dir={tmp_path / 'multi'}",
+    ]
+    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = MlflowClient(server)
+
+    # Requeue the first job once it has logged two epochs: Slurm signals it, kills it, and starts it again.
+    deadline, victim = time.time() + 600, None
+    while time.time() < deadline and victim is None:
+        for run in runs(client, experiment):
+            if PARENT_TAG not in run.data.tags and len(steps(client, run)) >= 2 and run.data.tags.get("fmnist.slurm_job"):
+                victim = run
+                break
+        time.sleep(1)
+    assert victim is not None, "no Slurm job reached epoch 2"
+    job = victim.data.tags["fmnist.slurm_job"]
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
+
+    output, _ = sweep.communicate(timeout=900)
+    assert sweep.returncode == 0, output[-4000:]
+    found = runs(client, experiment)
+    (parent,) = [r for r in found if PARENT_TAG in r.data.tags]
+    children = [r for r in found if PARENT_TAG not in r.data.tags]
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 2 and all(r.data.tags[PARENT_ID_TAG] == parent.info.run_id for r in children)
+    assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
+    for run in children:
+        assert run.info.status == "FINISHED"
+        for key in ("train/loss", "val/acc", "epoch/seconds"):
+            assert steps(client, run, key) == list(range(1, epochs + 1)), (run.info.run_name, key)
+    history = subprocess.run(["sacct", "-n", "-D", "-X", "-j", job, "-o", "State"], capture_output=True, text=True, timeout=60).stdout
+    assert history.split()[0] == "REQUEUED" and history.split()[-1] == "COMPLETED", history  # killed once, then ran again
+    outcomes = [json.loads(v) for k, v in parent.data.tags.items() if k.startswith(JOB_TAG)]
+    resumed = [o for o in outcomes if o["outcome"] == "resumed"]
+    assert len(outcomes) == 2 and [o["run_id"] for o in resumed] == [victim.info.run_id], outcomes  # the same run, continued
+
+    out = tmp_path / "report"
+    report.main(["--tracking-uri", server, "--experiment", experiment, "--out", str(out), "--name", "cluster"])
+    assert (out / "cluster.csv").read_text().count("\n") == 3  # header + the two runs, read from the server
