@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20)
     args = parser.parse_args()
     cfg = json.loads(args.config.read_text())
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])  # as the sweep's jobs do
     data = load_dataset(DataConfig(**cfg["data"]))
     epoch_seconds = 0.0
     for seed in range(args.jobs):

@@ -55,8 +55,9 @@ class Round:
         return ((self.sweep - self.sweep_epochs) - (self.bare - self.bare_epochs)) / jobs
 
 
-def overrides(jobs: int, epochs: int, train_size: int | None = None) -> list[str]:
+def overrides(jobs: int, epochs: int, train_size: int | None = None, threads: int | None = None) -> list[str]:
     subset = [f"data.train_size={train_size}"] if train_size else []
+    subset += [f"threads={threads}"] if threads else []
     return ["model=mlp", f"seed={','.join(map(str, range(jobs)))}", f"schedule.epochs={epochs}", *subset, "progress=false"]
 
 
@@ -69,20 +70,20 @@ def timed(command: list[str]) -> tuple[float, str]:
     return time.perf_counter() - start, done.stdout
 
 
-def composed(jobs: int, epochs: int, train_size: int | None) -> dict:
+def composed(jobs: int, epochs: int, train_size: int | None, threads: int | None) -> dict:
     """The sweep's config without its seed (each job sets that), resolved to plain values."""
     register_schema()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[o for o in overrides(jobs, epochs, train_size) if not o.startswith("seed=")])
+        cfg = compose("config", overrides=[o for o in overrides(jobs, epochs, train_size, threads) if not o.startswith("seed=")])
     validate(cfg)  # the bare side trains only what the sweep would accept
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def one_round(folder: Path, cfg: dict, jobs: int, epochs: int, train_size: int | None) -> Round:
+def one_round(folder: Path, cfg: dict, jobs: int, epochs: int, train_size: int | None, threads: int | None) -> Round:
     """A fresh store, the sweep into it, then the bare process."""
     uri = f"sqlite:///{folder}/mlflow.db"
     creation, _ = timed([sys.executable, "-c", f"from fmnist.tracking import Tracker; Tracker({uri!r}, 'fmnist')"])
-    sweep, _ = timed([sys.executable, "-m", "fmnist.run", "-m", *overrides(jobs, epochs, train_size),
+    sweep, _ = timed([sys.executable, "-m", "fmnist.run", "-m", *overrides(jobs, epochs, train_size, threads),
                       f"tracking.uri={uri}", f"hydra.sweep.dir={folder}/multirun", f"checkpoint_dir={folder}/ckpt"])
     tracker = Tracker(uri, "fmnist", create=False)
     finished = [r for r in tracker.runs() if r.status == "FINISHED"]
@@ -95,7 +96,7 @@ def one_round(folder: Path, cfg: dict, jobs: int, epochs: int, train_size: int |
     return Round(creation, sweep, sweep_epochs, bare, bare_epochs)
 
 
-def report(rounds: list[Round], jobs: int, epochs: int, sweep_command: str, what: str) -> str:
+def report(rounds: list[Round], jobs: int, epochs: int, sweep_command: str, what: str, threads: int | None) -> str:
     plain = [r.per_job(jobs) for r in rounds]
     outside = [r.per_job_outside_epochs(jobs) for r in rounds]
     with_creation = [r.creation / jobs + x for r, x in zip(rounds, outside)]
@@ -106,7 +107,7 @@ def report(rounds: list[Round], jobs: int, epochs: int, sweep_command: str, what
     listed = ", ".join(f"{x:.2f}" for x in outside)
     return "\n".join([
         f"{jobs} MLP jobs, each training {epochs} epoch(s) on {what}, then evaluating the test set. Each round, one after the",
-        "other on an otherwise idle machine: create a fresh SQLite store (a one-off per store: new process, imports, MLflow's",
+        f"other ({threads or 'torch default'} torch thread(s) per side): create a fresh SQLite store (a one-off per store: new process, imports, MLflow's",
         f"schema migrations); run the sweep `{sweep_command}` into it; run `python benchmarks/bare_sweep.py`, the same trainings and test evaluations",
         "written by hand, without Hydra or MLflow. Both are timed as whole processes, so both pay Python start-up, the torch",
         "import and data loading once. \"In epochs\" is the sum of `epoch/seconds` (training and validation passes) on each",
@@ -128,17 +129,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="sweep, then bare process, this many times (default 3)")
     parser.add_argument("--train-size", type=int, help="train on this many images (default: all); for smoke tests")
+    parser.add_argument("--threads", type=int, help="torch threads on both sides (default: torch's); 1 leaves a core to other work")
     parser.add_argument("--out", type=Path, default=machine.RESULTS, help="folder for overhead.md (default: results/bench)")
     args = parser.parse_args()
-    cfg = composed(args.jobs, args.epochs, args.train_size)
+    cfg = composed(args.jobs, args.epochs, args.train_size, args.threads)
     rounds = []
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="fmnist-overhead-") as folder:
-            rounds.append(one_round(Path(folder), cfg, args.jobs, args.epochs, args.train_size))
+            rounds.append(one_round(Path(folder), cfg, args.jobs, args.epochs, args.train_size, args.threads))
     what = f"{args.train_size:,} training images" if args.train_size else "the full training set"
-    body = report(rounds, args.jobs, args.epochs, f"python -m fmnist.run -m {' '.join(overrides(args.jobs, args.epochs, args.train_size))}", what)
+    sweep_command = f"python -m fmnist.run -m {' '.join(overrides(args.jobs, args.epochs, args.train_size, args.threads))}"
+    body = report(rounds, args.jobs, args.epochs, sweep_command, what, args.threads)
     command = f"python benchmarks/overhead.py --jobs {args.jobs} --epochs {args.epochs} --rounds {args.rounds}"
     command += f" --train-size {args.train_size}" if args.train_size else ""
+    command += f" --threads {args.threads}" if args.threads else ""
     machine.write(args.out / "overhead.md", "Per-job overhead of Hydra + MLflow", command, body)
 
 

@@ -392,7 +392,15 @@ class TrackedRun:
             )
             for name, digest, source, rows, context in inputs
         ]
-        self.client.log_inputs(self.run_id, datasets=datasets)
+        try:
+            self.client.log_inputs(self.run_id, datasets=datasets)
+        except MlflowException as err:
+            # Parallel jobs log the same data sets: the store's check-then-insert races, and the loser
+            # finds them already there on a second try.
+            if "unique constraint" not in str(err).lower() and "duplicate entry" not in str(err).lower():
+                raise
+            time.sleep(0.5)
+            self.client.log_inputs(self.run_id, datasets=datasets)
 
     def logged_steps(self, key: str) -> list[int]:
         return sorted(m.step for m in self.client.get_metric_history(self.run_id, key))

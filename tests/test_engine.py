@@ -6,7 +6,6 @@ from torch import nn
 
 from fmnist.data import DataConfig, Split
 from fmnist.engine import evaluate, train_epoch
-from fmnist.job import dataset
 from fmnist.losses import CrossEntropyConfig, build_loss
 from fmnist.models import MODELS, build_model
 from fmnist.transforms import TransformConfig, build_transform
@@ -70,10 +69,3 @@ def test_fp32_leaves_everything_in_float32():
     model[-1].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     evaluate(model, tiny_split(), build_transform(TransformConfig()), build_loss(CrossEntropyConfig()), precision="fp32")
     assert seen == [torch.float32]
-
-
-def test_the_dataset_is_read_once_per_process_per_data_config(tiny_data):
-    first = dataset(DataConfig(root=str(tiny_data), val_size=16, verify=False, download=False))
-    assert dataset(DataConfig(root=str(tiny_data), val_size=16, verify=False, download=False)) is first
-    other = dataset(DataConfig(root=str(tiny_data), val_size=8, verify=False, download=False))
-    assert other is not first and len(other.val) == 8

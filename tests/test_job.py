@@ -129,3 +129,18 @@ def test_a_skip_names_the_commit_of_other_code_and_rerun_on_code_change_trains_a
     assert len(runs_of(uri, "code")[1]) == 1
     train(cfg("rerun_on_code_change=true"), Launch([], "s", tmp_path))
     assert [r.info.status for r in runs_of(uri, "code")[1]] == ["FINISHED", "FINISHED"]
+
+
+def test_the_dataset_is_read_once_per_process_and_described_as_three_inputs(tiny_data):
+    from fmnist.data import DataConfig
+    from fmnist.job import dataset
+
+    first = dataset(DataConfig(root=str(tiny_data), val_size=16, verify=False, download=False))
+    assert dataset(DataConfig(root=str(tiny_data), val_size=16, verify=False, download=False)) is first
+    data, inputs = first
+    assert [(name, rows, context) for name, _, _, rows, context in inputs] == [
+        ("fashion-mnist-train", 48, "training"), ("fashion-mnist-val", 16, "validation"), ("fashion-mnist-test", 32, "test")]
+    assert all(len(digest) == 16 and str(tiny_data) in source for _, digest, source, _, _ in inputs)
+    other, other_inputs = dataset(DataConfig(root=str(tiny_data), val_size=8, verify=False, download=False))
+    assert len(other.val) == 8 and other_inputs[1][1] != inputs[1][1]  # other content, other digest
+    assert other_inputs[2][1] == inputs[2][1]  # the same test set, the same digest

@@ -108,3 +108,27 @@ def test_a_damaged_store_is_named_and_left_untouched(tmp_path, content):
     assert path.read_bytes() == content
     with pytest.raises(UserError, match="damaged"):
         Tracker(f"sqlite:///{path}", "fmnist")
+
+
+LOG_SAME_DATA = """
+import sys, time
+from fmnist.tracking import Tracker
+tracker = Tracker(sys.argv[1], "fmnist")
+for i in range(20):
+    run = tracker.start_run("r", {}, {})
+    time.sleep(max(0.0, float(sys.argv[2]) + 0.4 * i - time.time()))  # every process at the same moment, 20 times
+    run.log_datasets([(f"fashion-mnist-{context}", f"{i:016d}", "here", 10, context) for context in ("training", "validation", "test")])
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_parallel_jobs_logging_the_same_data_sets_all_succeed(tmp_path):
+    uri = store(tmp_path)
+    Tracker(uri, "fmnist")
+    start = time.time() + 10
+    workers = [subprocess.Popen([sys.executable, "-c", LOG_SAME_DATA, uri, str(start)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(6)]
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0 and out.strip() == "ok", err[-2000:]
