@@ -29,8 +29,25 @@ from fmnist.lease import Lease, LeaseLost
 from fmnist.results import exported_runs
 from fmnist.study import StudyConfig, override_key, readings
 from fmnist.tracking import (
-    COMMAND_TAG, FINGERPRINT_TAG, GIT_TAG, JOB_TAG, LAUNCHER_TAG, OVERRIDES_TAG, PARENT_ID_TAG, PARENT_TAG, SETTINGS_TAG, STUDY_TAG,
-    SWEEP_COMMAND_TAG, SWEEP_TAG, VARYING_TAG, FAILED_JOBS_TAG, RunRecord, TrackedRun, Tracker, resolve_uri, study_tags,
+    COMMAND_TAG,
+    FAILED_JOBS_TAG,
+    FINGERPRINT_TAG,
+    GIT_TAG,
+    JOB_TAG,
+    LAUNCHER_TAG,
+    OVERRIDES_TAG,
+    PARENT_ID_TAG,
+    PARENT_TAG,
+    SETTINGS_TAG,
+    STUDY_TAG,
+    SWEEP_COMMAND_TAG,
+    SWEEP_TAG,
+    VARYING_TAG,
+    RunRecord,
+    TrackedRun,
+    Tracker,
+    resolve_uri,
+    study_tags,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

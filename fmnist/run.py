@@ -28,7 +28,6 @@ from fmnist.errors import UserError
 from fmnist.job import train
 from fmnist.tracking import Tracker, resolve_uri
 
-
 SWEEP_ENV = "FMNIST_SWEEP_ID"  # set by the launching process; jobs in other processes (joblib, submitit, Slurm) inherit it
 
 

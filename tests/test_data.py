@@ -3,7 +3,7 @@ import gzip
 import pytest
 import torch
 
-from fmnist.data import DataConfig, load_dataset, load_split, locate, read_idx, split_off_validation, batches, Split
+from fmnist.data import DataConfig, Split, batches, load_dataset, load_split, locate, read_idx, split_off_validation
 from fmnist.errors import DataError
 from tests.conftest import idx_bytes, write_tiny_fmnist
 

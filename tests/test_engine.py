@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from fmnist.data import DataConfig, Split
+from fmnist.data import Split
 from fmnist.engine import evaluate, train_epoch
 from fmnist.losses import CrossEntropyConfig, build_loss
 from fmnist.models import MODELS, build_model

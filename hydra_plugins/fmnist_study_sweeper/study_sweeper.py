@@ -6,7 +6,6 @@ Slurm) and the checks of each job's config are BasicSweeper's.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -23,8 +22,8 @@ from fmnist.study import Composed, StudyConfig, cells, check_command_line, jobs,
 @dataclass
 class StudySweeperConf:
     _target_: str = "hydra_plugins.fmnist_study_sweeper.study_sweeper.StudySweeper"
-    max_batch_size: Optional[int] = None
-    params: Optional[Dict[str, str]] = None
+    max_batch_size: int | None = None
+    params: dict[str, str] | None = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="fmnist_study", node=StudySweeperConf, provider="fmnist")
@@ -35,7 +34,7 @@ class StudyError(CompactHydraException):
 
 
 class StudySweeper(BasicSweeper):
-    def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> List[List[List[str]]]:
+    def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
         try:
             study: StudyConfig = OmegaConf.to_object(self.config.study)
         except Exception as err:
