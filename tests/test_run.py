@@ -95,17 +95,22 @@ def test_a_diverging_job_is_marked_failed_and_the_sweep_carries_on(tmp_path, rea
     [
         ("optimizer.lr=-1", "error: optimizer.lr must be > 0, got -1.0"),
         ("data.root=/no/such/folder", "Fashion-MNIST not found"),
-        ("device=cuda", "device=cuda was asked for but none is available"),
+        ("device=cuda", "error: device=cuda was asked for but none is available here; use device=auto or device=cpu"),
+        ("data.val_size=70000", "error: data.val_size must be in 1..59999, got 70000"),
+        ("optimizer.betas=0.9", "error: optimizer.betas is not a setting of optimizer=adam; its settings are: lr, name, weight_decay"),
+        ("model.resize=224", "error: model.resize is not a setting of model=mlp; its settings are: dropout, hidden, name"),
+        ("optimizer.lr=fast", "error: optimizer.lr: Value 'fast' of type 'str' could not be converted to Float"),
     ],
 )
-def test_bad_input_gives_one_clear_line_and_writes_no_run(tmp_path, override, message):
+@pytest.mark.parametrize("mode", ["run", "sweep"])
+def test_bad_input_gives_one_clear_line_and_writes_no_run(tmp_path, override, message, mode):
     if override.startswith("device") and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     uri = store(tmp_path)
-    done = cli(tmp_path, *QUICK, f"tracking.uri={uri}", override)
+    done = cli(tmp_path, *(["-m", "seed=0,1"] if mode == "sweep" else []), *QUICK, f"tracking.uri={uri}", override)
     assert done.returncode != 0
-    assert message in done.stderr and "Traceback" not in done.stderr
-    assert runs_of(uri)[1] == []
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert [r for r in runs_of(uri, parents=True)[1] if "fmnist.parent" not in r.data.tags] == []
 
 
 def test_wrong_group_option_lists_the_valid_ones(tmp_path):
