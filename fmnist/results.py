@@ -43,6 +43,7 @@ class Result:
     study_choice_acc: float | None
     margin: float  # the study's equivalence margin, points
     start_time: int  # when the run started, ms since the epoch: the latest run of a (cell, seed) counts
+    threads: int | None  # torch CPU threads: on a CPU a run is reproducible bit for bit from its seed and this
     correct: np.ndarray = field(repr=False)  # (test images,) bool
     curves: dict[str, list[float]] = field(repr=False)  # val/acc, val/loss per epoch up to `epochs`
 
@@ -52,6 +53,7 @@ def predictions_digest(predictions: np.ndarray) -> str:
 
 
 COLUMNS = [f.name for f in fields(Result) if f.name not in ("correct", "curves")]
+OPTIONAL = ("threads",)  # columns that exports written before them lack
 
 
 def _to_text(name: str, value: object) -> str:
@@ -72,7 +74,7 @@ def _from_text(name: str, text: str) -> object:
         return text.split()
     if text == "" and "None" in str(kind):
         return None
-    if kind is int:
+    if kind is int or str(kind) == "int | None":
         return int(text)
     if kind is float or "float" in str(kind):
         return float(text)
@@ -110,8 +112,9 @@ def read_export(path: Path) -> list[Result]:
         arrays = np.load(arrays_path)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read the export {path} with {arrays_path.name} ({err}); both files are needed") from None
-    if rows and set(COLUMNS) - set(rows[0]):
-        raise UserError(f"{path} is not an fmnist export: it lacks the columns {', '.join(sorted(set(COLUMNS) - set(rows[0])))}")
+    lacking = set(COLUMNS) - set(OPTIONAL) - set(rows[0]) if rows else set()
+    if lacking:
+        raise UserError(f"{path} is not an fmnist export: it lacks the columns {', '.join(sorted(lacking))}")
     results = []
     with arrays:
         for i, row in enumerate(rows):
@@ -121,7 +124,7 @@ def read_export(path: Path) -> list[Result]:
                 curves = {c: arrays[_key(i, c.replace("/", "_"))].tolist() for c in CURVES}
             except KeyError:
                 raise UserError(f"{arrays_path} has no arrays for row {i + 1} of {path}; the two files do not belong together") from None
-            values = {c: _from_text(c, row[c]) for c in COLUMNS}
+            values = {c: _from_text(c, row.get(c, "")) for c in COLUMNS}
             results.append(Result(**values, correct=correct, curves=curves))
     return results
 

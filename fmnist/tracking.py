@@ -321,7 +321,8 @@ class Tracker:
                 seconds=sum(seconds[: reading.epoch]), run_id=run.run_id, reference_acc=reading.reference_acc,
                 predictions_sha256=predictions_digest(predictions[:, 2]), command=shlex.split(run.tags.get(COMMAND_TAG, "")),
                 study_choice=choice.get("levels", []), study_choice_acc=choice.get("reference_acc"),
-                margin=float(run.tags.get(MARGIN_TAG, "0.3")), start_time=run.start_time, correct=predictions[:, 1] == predictions[:, 2],
+                margin=float(run.tags.get(MARGIN_TAG, "0.3")), start_time=run.start_time,
+                threads=int(run.tags["fmnist.threads"]) if run.tags.get("fmnist.threads", "").isdigit() else None, correct=predictions[:, 1] == predictions[:, 2],
                 curves={k: v[: reading.epoch] for k, v in curves.items()},
             ))
         return results

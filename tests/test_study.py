@@ -101,7 +101,7 @@ def result(cell: str, seed: int, acc: float, val: float | None = None, factor: s
         model="mlp", study="t", cell=cell, factor=factor or ("baseline" if cell == "baseline" else cell[:-1]), level=cell, seed=seed,
         git_commit=commit, fingerprint=f"{cell}{seed}", settings=settings, val_acc=acc if val is None else val, test_acc=acc,
         epochs=5, seconds=1.0, run_id=f"{cell}-{seed}-{time}", reference_acc=None, predictions_sha256=predictions_digest(predictions),
-        command=["study=t", "model=mlp"], study_choice=["b1"], study_choice_acc=90.0, margin=0.3, start_time=time,
+        command=["study=t", "model=mlp"], study_choice=["b1"], study_choice_acc=90.0, margin=0.3, start_time=time, threads=1,
         correct=right, curves={"val/acc": [0.5, acc], "val/loss": [1.0, 0.5]},
     )
 
