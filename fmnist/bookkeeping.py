@@ -27,9 +27,8 @@ from fmnist.errors import UserError
 from fmnist.identity import flatten, is_semantic, settings_id
 from fmnist.lease import Lease, LeaseLost
 from fmnist.results import exported_runs
-from fmnist.study import StudyConfig, override_key, readings
+from fmnist.study import StudyConfig, override_key, readings, record
 from fmnist.tracking import (
-    COMMAND_TAG,
     FAILED_JOBS_TAG,
     FINGERPRINT_TAG,
     GIT_TAG,
@@ -46,8 +45,8 @@ from fmnist.tracking import (
     RunRecord,
     TrackedRun,
     Tracker,
+    record_tags,
     resolve_uri,
-    study_tags,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -231,12 +230,10 @@ class Bookkeeping:
             OVERRIDES_TAG: shlex.join(self.launch.overrides),
             GIT_TAG: git_commit(),
         }
-        if study.name:
+        if study.name and study.readings:
+            tags |= record_tags(record(study, [*self.launch.config_args, *sweep_command(self.launch.overrides, study)]))
+        elif study.name:
             tags[STUDY_TAG] = study.name
-            tags[COMMAND_TAG] = shlex.join([*self.launch.config_args, *sweep_command(self.launch.overrides, study)])
-        if study.readings:
-            choice = {"levels": study.choice.levels, "reference_acc": study.choice.reference_acc}
-            tags |= study_tags(readings(study), choice, study.margin)
         return tags
 
     def ended(self, run: TrackedRun, err: BaseException | None) -> None:

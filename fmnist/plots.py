@@ -1,5 +1,6 @@
 """Figures: learning curves (the study's Figures 1-5) and confusion matrices."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -71,5 +72,79 @@ def confusion_matrix(confusion, path: Path, title: str = "") -> None:
     shown_note = "counts shown where at least 1% of the row"
     ax.set_title(f"{title}\n({shown_note})" if title else shown_note, fontsize=9)
     fig.subplots_adjust(left=0.2, right=0.98, bottom=0.2, top=0.93)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def seed_curves(curves: dict[str, list[dict[str, list[float]]]], path: Path, title: str = "") -> None:
+    """`curves[label]` is one dict per seed (val/acc, val/loss by epoch): each seed thin behind its label's mean."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for index, (label, seeds) in enumerate(curves.items()):
+        colour = f"C{index % 10}"
+        for ax, key in zip(axes, ("val/acc", "val/loss")):
+            for seed in seeds:
+                ax.plot(range(1, len(seed[key]) + 1), seed[key], color=colour, alpha=0.3, linewidth=0.8)
+            length = min(len(seed[key]) for seed in seeds)
+            mean = [sum(seed[key][i] for seed in seeds) / len(seeds) for i in range(length)]
+            ax.plot(range(1, length + 1), mean, color=colour, linewidth=2, marker="o", markersize=3, label=label)
+    log_y(axes[1])
+    for ax, kind in zip(axes, ("validation accuracy", "validation loss")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(kind)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.88, wspace=0.28)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+VERDICT_COLOURS = {
+    "better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue", "identical": "tab:blue", "open": "tab:orange",
+}
+
+
+@dataclass
+class ForestEntry:
+    label: str
+    diff: float  # points
+    low: float | None  # the interval the table prints
+    high: float | None
+    verdict: str
+    reference: float | None  # the study's published difference, points
+
+
+@dataclass
+class ForestPanel:
+    title: str
+    entries: list[ForestEntry]
+    margin: float
+    interval: str  # what the bars are, e.g. "95% repeated CI"
+
+
+def forest(panels: list[ForestPanel], path: Path, title: str = "") -> None:
+    """Every cell's difference from its baseline with its interval, coloured by verdict, one panel per model side by side."""
+    rows = max(len(p.entries) for p in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1, 0.45 * rows + 1.8), squeeze=False, sharey=False)
+    for ax, panel in zip(axes[0], panels):
+        ax.axvline(0, color="black", linewidth=0.8)
+        for edge in (-panel.margin, panel.margin):
+            ax.axvline(edge, color="grey", linewidth=0.8, linestyle=":")
+        for y, e in enumerate(reversed(panel.entries)):
+            colour = VERDICT_COLOURS.get(e.verdict, "tab:gray")
+            if e.low is not None:
+                ax.plot([e.low, e.high], [y, y], color=colour, linewidth=2)
+            ax.plot([e.diff], [y], "o", color=colour)
+            if e.reference is not None:
+                ax.plot([e.reference], [y], "D", markerfacecolor="none", markeredgecolor="black", markersize=6)
+            ax.annotate(e.verdict, (1.0, y), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
+                        va="center", fontsize=7, color=colour)
+        ax.set_yticks(range(len(panel.entries)), [e.label for e in reversed(panel.entries)], fontsize=8)
+        ax.set_xlabel(f"Δ test accuracy, points ({panel.interval}; ◇ the study's own Δ; dotted ±{panel.margin:g})", fontsize=8)
+        ax.set_title(panel.title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    fig.subplots_adjust(left=0.12, right=0.9, bottom=0.18, top=0.85, wspace=0.75)
     fig.savefig(path, dpi=110)
     plt.close(fig)

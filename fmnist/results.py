@@ -1,19 +1,21 @@
 """What a study's report needs of a finished run, as typed values, and the export that keeps them.
 
-`tracking.read_results` builds `Result`s from an MLflow store; `read_export` builds the same from an
-export: a CSV with one row per (run, cell it stands for) and an `.npz` beside it with each row's
-per-image test correctness (packed bits) and validation curves. `python -m fmnist.report --from`
-rebuilds a table from exports alone, without the store.
+`tracking.read_results` builds `Result`s (and each run's `StudyRecord`) from an MLflow store;
+`read_export` builds the same from an export: a CSV with one row per (run, cell it stands for) and
+an `.npz` beside it with each row's per-image test correctness (packed bits) and validation curves.
+`python -m fmnist.report --from` rebuilds a table from exports alone, without the store.
 """
 
 import csv
 import hashlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from fmnist.errors import UserError
+from fmnist.sequential import SeedsDesign
+from fmnist.study import BASELINE, Choice, Reading, StudyRecord
 
 CURVES = ("val/acc", "val/loss")
 
@@ -24,10 +26,12 @@ class Result:
 
     model: str
     study: str
+    table: str  # the study record's table: runs of one table share it
     cell: str
     factor: str
     level: str
     seed: int
+    stage: int | None  # the stage of the study's design that ran it (None: not recorded)
     git_commit: str
     fingerprint: str  # of the run's whole semantic config, seed included (skips and resumes use it)
     settings: str  # the same without seed and readings: equal for every seed of one cell
@@ -38,63 +42,65 @@ class Result:
     run_id: str
     reference_acc: float | None  # a published figure for this cell, in %
     predictions_sha256: str  # of the test predictions (identical runs have identical digests)
-    command: list[str]  # the sweep's own overrides (without seed and study bookkeeping)
-    study_choice: list[str]  # what the study's authors combined
-    study_choice_acc: float | None
-    margin: float  # the study's equivalence margin, points
     start_time: int  # when the run started, ms since the epoch: the latest run of a (cell, seed) counts
     threads: int | None  # torch CPU threads: on a CPU a run is reproducible bit for bit from its seed and this
     correct: np.ndarray = field(repr=False)  # (test images,) bool
     curves: dict[str, list[float]] = field(repr=False)  # val/acc, val/loss per epoch up to `epochs`
 
 
+@dataclass
+class Studied:
+    """Results with the study record of each run they come from."""
+
+    results: list[Result]
+    records: dict[str, StudyRecord]  # run id -> the run's record
+
+    def __add__(self, other: "Studied") -> "Studied":
+        seen = {(r.run_id, r.cell) for r in self.results}
+        return Studied(self.results + [r for r in other.results if (r.run_id, r.cell) not in seen], self.records | other.records)
+
+
 def predictions_digest(predictions: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(predictions, dtype=np.uint8).tobytes()).hexdigest()
 
 
-COLUMNS = [f.name for f in fields(Result) if f.name not in ("correct", "curves")]
-OPTIONAL = ("threads",)  # columns that exports written before them lack
+RESULT_COLUMNS = [f.name for f in fields(Result) if f.name not in ("correct", "curves")]
+RECORD_COLUMNS = ["choice", "choice_acc", "margin", "seeds", "ordered", "command"]  # the run's record beyond its readings
+COLUMNS = RESULT_COLUMNS + RECORD_COLUMNS
+# Exports written before the study record: other names for the record's columns, and columns they lack.
+LEGACY_NAMES = {"choice": "study_choice", "choice_acc": "study_choice_acc"}
+OPTIONAL = ("threads", "table", "stage", "seeds", "ordered")
 
 
-def _to_text(name: str, value: object) -> str:
-    if value is None:
-        return ""
-    if name in ("command", "study_choice"):
-        return " ".join(value) if name == "study_choice" else "\t".join(value)
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+def _number(text: str, kind=float):
+    return None if text == "" else kind(text)
 
 
-def _from_text(name: str, text: str) -> object:
-    kind = {f.name: f.type for f in fields(Result)}[name]
-    if name == "command":
-        return text.split("\t") if text else []
-    if name == "study_choice":
-        return text.split()
-    if text == "" and "None" in str(kind):
-        return None
-    if kind is int or str(kind) == "int | None":
-        return int(text)
-    if kind is float or "float" in str(kind):
-        return float(text)
-    return text
+def _row(result: Result, record: StudyRecord) -> list[str]:
+    values = {f: getattr(result, f) for f in RESULT_COLUMNS}
+    values |= {
+        "choice": " ".join(record.choice.levels), "choice_acc": record.choice.reference_acc, "margin": record.margin,
+        "seeds": "" if record.seeds is None else f"{record.seeds.first} {record.seeds.step} {record.seeds.max}",
+        "ordered": " ".join(record.ordered),
+        "command": "\t".join(record.command),
+    }
+    return ["" if values[c] is None else repr(values[c]) if isinstance(values[c], float) else str(values[c]) for c in COLUMNS]
 
 
 def _key(row: int, name: str) -> str:
     return f"{row}/{name}"
 
 
-def write_export(results: list[Result], path: Path) -> list[Path]:
+def write_export(studied: Studied, path: Path) -> list[Path]:
     """`path` (.csv) and the .npz beside it; rows in the order given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
-        for r in results:
-            writer.writerow([_to_text(c, getattr(r, c)) for c in COLUMNS])
+        for r in studied.results:
+            writer.writerow(_row(r, studied.records[r.run_id]))
     arrays = {}
-    for i, r in enumerate(results):
+    for i, r in enumerate(studied.results):
         arrays[_key(i, "correct")] = np.packbits(r.correct.astype(bool))
         arrays[_key(i, "images")] = np.array(len(r.correct))
         for curve in CURVES:
@@ -103,8 +109,41 @@ def write_export(results: list[Result], path: Path) -> list[Path]:
     return [path, path.with_suffix(".npz")]
 
 
-def read_export(path: Path) -> list[Result]:
-    """The results in one export (a .csv with its .npz); UserError if either is missing or damaged."""
+def _result(row: dict[str, str], correct: np.ndarray, curves: dict[str, list[float]]) -> Result:
+    return Result(
+        model=row["model"], study=row["study"], table=row.get("table", ""), cell=row["cell"], factor=row["factor"], level=row["level"],
+        seed=int(row["seed"]), stage=_number(row.get("stage", ""), int), git_commit=row["git_commit"], fingerprint=row["fingerprint"],
+        settings=row["settings"], val_acc=float(row["val_acc"]), test_acc=float(row["test_acc"]), epochs=int(row["epochs"]),
+        seconds=float(row["seconds"]), run_id=row["run_id"], reference_acc=_number(row["reference_acc"]),
+        predictions_sha256=row["predictions_sha256"], start_time=int(row["start_time"]), threads=_number(row.get("threads", ""), int),
+        correct=correct, curves=curves,
+    )
+
+
+def _record(rows: list[dict[str, str]], table: str) -> StudyRecord:
+    """A run's record from its rows (one per cell it stands for)."""
+    first = rows[0]
+    readings = sorted((Reading(r["cell"], r["factor"], r["level"], int(r["epochs"]), _number(r["reference_acc"])) for r in rows),
+                      key=lambda r: r.epoch)
+    seeds = first.get("seeds", "").split()
+    return StudyRecord(
+        first["study"], table, tuple(readings), Choice(first["choice"].split(), _number(first["choice_acc"])), float(first["margin"]),
+        SeedsDesign(*map(int, seeds)) if seeds else None, tuple(first.get("ordered", "").split()), _number(first.get("stage", ""), int),
+        tuple(first["command"].split("\t")) if first["command"] else (),
+    )
+
+
+def _legacy_tables(rows: list[dict[str, str]]) -> dict[tuple[str, str], str]:
+    """Exports from before the record name no table: a (study, model)'s is its baseline runs' settings, where they agree."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for row in rows:
+        if row["cell"] == BASELINE:
+            found.setdefault((row["study"], row["model"]), set()).add(row["settings"])
+    return {key: settings.pop() for key, settings in found.items() if len(settings) == 1}
+
+
+def read_export(path: Path) -> Studied:
+    """The results in one export (a .csv with its .npz), with each run's record; UserError if either is missing or damaged."""
     arrays_path = path.with_suffix(".npz")
     try:
         with path.open(newline="") as f:
@@ -112,21 +151,48 @@ def read_export(path: Path) -> list[Result]:
         arrays = np.load(arrays_path)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read the export {path} with {arrays_path.name} ({err}); both files are needed") from None
+    for row in rows:
+        for new, old in LEGACY_NAMES.items():
+            if new not in row and old in row:
+                row[new] = row.pop(old)
     lacking = set(COLUMNS) - set(OPTIONAL) - set(rows[0]) if rows else set()
     if lacking:
         raise UserError(f"{path} is not an fmnist export: it lacks the columns {', '.join(sorted(lacking))}")
-    results = []
+    legacy = _legacy_tables(rows)
+    results, by_run = [], {}
     with arrays:
         for i, row in enumerate(rows):
+            row["table"] = row.get("table") or legacy.get((row["study"], row["model"]), "")
             try:
                 images = int(arrays[_key(i, "images")])
                 correct = np.unpackbits(arrays[_key(i, "correct")])[:images].astype(bool)
                 curves = {c: arrays[_key(i, c.replace("/", "_"))].tolist() for c in CURVES}
+                results.append(_result(row, correct, curves))
             except KeyError:
                 raise UserError(f"{arrays_path} has no arrays for row {i + 1} of {path}; the two files do not belong together") from None
-            values = {c: _from_text(c, row.get(c, "")) for c in COLUMNS}
-            results.append(Result(**values, correct=correct, curves=curves))
-    return results
+            except ValueError as err:
+                raise UserError(f"{path}, row {i + 1}: a value is not what an export holds ({err}); the file is damaged") from None
+            by_run.setdefault(row["run_id"], []).append(row)
+    try:
+        records = {run_id: _record(members, members[0]["table"]) for run_id, members in by_run.items()}
+    except (ValueError, UserError) as err:
+        raise UserError(f"{path}: a run's study record is damaged ({err})") from None
+    return Studied(results, records)
+
+
+def declared(studied: Studied, seeds: SeedsDesign | None, ordered: tuple[str, ...]) -> Studied:
+    """The same runs, their records declaring the study's seeds design and ordered factors, and each run's stage under
+    that design (its seed's place among its cell's seeds): for runs made before the study declared them."""
+    stage = {}
+    if seeds is not None:
+        cells: dict[tuple, list[int]] = {}
+        for r in studied.results:
+            cells.setdefault((r.study, r.model, r.table, r.cell), []).append(r.seed)
+        for r in studied.results:
+            stage[r.run_id] = seeds.stage_of(sorted(set(cells[(r.study, r.model, r.table, r.cell)])).index(r.seed))
+    results = [replace(r, stage=stage.get(r.run_id)) for r in studied.results]
+    records = {run_id: replace(r, seeds=seeds, ordered=ordered, stage=stage.get(run_id)) for run_id, r in studied.records.items()}
+    return Studied(results, records)
 
 
 def export_files(paths: list[Path]) -> list[Path]:

@@ -7,9 +7,11 @@ test on the images of one seed pair is kept as a descriptive figure: it covers t
 test set only, not the randomness of training.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from scipy import stats as scipy_stats
 
@@ -68,17 +70,59 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def verdict(n_seeds: int, diff: float | None, p_holm: float | None, p_tost_holm: float | None, identical: bool) -> str:
-    """identical, too few seeds, better, worse, equivalent or inconclusive."""
-    if identical:
-        return "identical"
-    if n_seeds < MIN_SEEDS or p_holm is None:
-        return "too few seeds"
-    if p_tost_holm is not None and p_tost_holm < ALPHA:
-        return "equivalent"
-    if p_holm < ALPHA:
-        return "better" if diff > 0 else "worse"
-    return "inconclusive"
+def power_paired_t(n, diff: float, sd: float, level: float):
+    """Power of a two-sided paired t-test at `level` with n seeds, true mean difference `diff`, per-seed SD `sd` (noncentral t)."""
+    n = np.asarray(n, dtype=float)
+    if sd == 0:
+        return np.where(n >= 2, float(diff != 0), 0.0)
+    df = n - 1
+    critical = scipy_stats.t.ppf(1 - level / 2, df)
+    shift = abs(diff) * np.sqrt(n) / sd
+    # scipy's noncentral t returns NaN far out in a tail: there the far tail is 0 and the near one 1.
+    towards = np.nan_to_num(scipy_stats.nct.sf(critical, df, shift), nan=1.0)
+    away = np.nan_to_num(scipy_stats.nct.cdf(-critical, df, shift), nan=0.0)
+    return towards + away
+
+
+def power_tost(n, sd: float, margin: float, level: float):
+    """Power of TOST at `level` (each one-sided test) within +-margin when the true difference is zero.
+
+    TOST shows equivalence when |mean| < margin - t * s / sqrt(n). The mean is N(0, sd^2/n), independent
+    of the sample SD s, so the power is the average over s of 2 Phi(margin sqrt(n) / sd - t u) - 1 where
+    positive (u = s / sd), taken at equally likely values of u.
+    """
+    n = np.atleast_1d(np.asarray(n, dtype=int))
+    if sd == 0:
+        return np.where(n >= 2, 1.0, 0.0)
+    u = _sd_ratios(int(n.max()))[n - 1]  # row df = n - 1
+    critical = scipy_stats.t.ppf(1 - level, n - 1)[:, None]
+    inside = 2 * scipy_stats.norm.cdf(margin * np.sqrt(n)[:, None] / sd - critical * u) - 1
+    return np.maximum(inside, 0).mean(axis=1)
+
+
+@functools.cache
+def _sd_ratios(most_df: int, points: int = 2000) -> np.ndarray:
+    """Row df: `points` equally likely values of s / sd for a sample SD on df degrees of freedom (row 0 unused)."""
+    df = np.arange(1, most_df + 1)[:, None]
+    rows = np.sqrt(scipy_stats.chi2.ppf((np.arange(points) + 0.5) / points, df) / df)
+    return np.vstack([np.zeros(points), rows])
+
+
+def seeds_for_power(power_of, target: float = 0.8, most: int = 50) -> int | None:
+    """The fewest paired seeds (MIN_SEEDS to `most`) at which `power_of(n)` reaches `target`; None if none does.
+
+    Power grows with n for both tests, so a bisection finds it in a few evaluations.
+    """
+    def reaches(n: int) -> bool:
+        return float(np.asarray(power_of(np.array([n]))).ravel()[0]) >= target
+
+    if not reaches(most):
+        return None
+    low, high = MIN_SEEDS - 1, most  # reaches(high) holds; reaches(low) is taken as false
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if reaches(middle) else (middle, high)
+    return high
 
 
 def discordant(base: torch.Tensor, other: torch.Tensor) -> tuple[int, int]:

@@ -3,18 +3,17 @@
 `conf/study/<name>.yaml` fills `StudyConfig`; the study sweeper (`hydra_plugins/fmnist_study_sweeper`)
 asks `jobs()` for the one-factor-at-a-time design: the baseline, and each level changed alone. Cells
 that differ only in `schedule.epochs` share one run, read at each cell's epoch, when the schedule does
-not depend on the total number of epochs. `python -m fmnist.report` turns the finished cells into a
-table (`table()`) and picks the combination on validation data (`choose()`). Plain values in and
-out: no Hydra, no MLflow.
+not depend on the total number of epochs. A study may declare how seeds are added (`seeds`, see
+fmnist/sequential.py). What a run knows of its study is one `StudyRecord`. Plain values in and out:
+no Hydra, no MLflow.
 """
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-from fmnist import stats
 from fmnist.errors import ConfigError, require
-from fmnist.results import Result
 from fmnist.schedules import ScheduleConfig, depends_on_length
+from fmnist.sequential import SeedsDesign
 
 BASELINE, COMBINED = "baseline", "combined"
 
@@ -41,8 +40,12 @@ class StudyConfig:
     share_epochs: bool = True  # cells differing only in schedule.epochs share one run
     cells: list[str] = field(default_factory=list)  # run only these cells (default: every cell)
     combine: list[str] = field(default_factory=list)  # run the combined cell of these levels instead
+    seeds: SeedsDesign | None = None  # how seeds are added stage by stage; None: the seeds given on the command line
+    ordered: list[str] = field(default_factory=list)  # factors whose levels go from less to more (compared with each other)
     readings: dict[str, int] = field(default_factory=dict)  # set per job by the sweeper: cell -> epoch
     test_at: list[int] = field(default_factory=list)  # evaluate the test set after these epochs too (no cell)
+    stage: int | None = None  # set per job by the sweeper: the stage of the design that runs it
+    table: str | None = None  # set per job by the sweeper: the settings of the baseline's run, which every run of the table shares
 
     def __post_init__(self):
         # OmegaConf types one level of dict values only; the levels of a factor arrive as plain dicts.
@@ -56,6 +59,9 @@ class StudyConfig:
                 names.append(level)
         unknown = [c for c in [*self.cells, *self.combine, *self.choice.levels] if c not in names]
         require(not unknown, f"study {self.name} has no cell {', '.join(map(repr, unknown))}; its cells are: {', '.join(names[:1] + names[2:])}")
+        unordered = [f for f in self.ordered if f not in self.factors]
+        require(not unordered, f"study {self.name}: study.ordered names {', '.join(unordered)}, which is not a factor; its factors are: "
+                               f"{', '.join(self.factors)}")
         chosen = [self.factor_of(level) for level in self.combine]
         require(
             len(chosen) == len(set(chosen)) and BASELINE not in chosen,
@@ -130,18 +136,21 @@ class Job:
 
     overrides: list[str]
     readings: dict[str, int]  # cell -> epoch
+    settings: str = ""  # identity.settings_id of the job's config: equal for every seed
 
-    def study_overrides(self) -> list[str]:
+    def study_overrides(self, table: str, stage: int | None = None) -> list[str]:
         inner = ",".join(f"{cell}:{epoch}" for cell, epoch in self.readings.items())
-        return [*self.overrides, f"++study.readings={{{inner}}}"]
+        staged = [f"++study.stage={stage}"] if stage is not None else []
+        return [*self.overrides, f"++study.readings={{{inner}}}", f"++study.table={table}", *staged]
 
 
 @dataclass
 class Composed:
-    """What the sweeper learned by composing one cell's config: its semantic params and schedule."""
+    """What the sweeper learned by composing one cell's config: its semantic params, schedule and settings."""
 
     params: dict[str, object]  # flattened semantic params, study keys excluded
     schedule: ScheduleConfig
+    settings: str = ""  # identity.settings_id of the cell's config
 
 
 def jobs(study: StudyConfig, composed: dict[str, Composed]) -> list[Job]:
@@ -165,8 +174,14 @@ def jobs(study: StudyConfig, composed: dict[str, Composed]) -> list[Job]:
         if len(set(epochs.values())) < len(members):
             same = [c for c in members if list(epochs.values()).count(epochs[c]) > 1]
             raise ConfigError(f"study {study.name}: cells {', '.join(same)} compose to the same configuration; give each level a change of its own")
-        planned.append(Job(study.level(members[-1]).overrides, epochs))
+        planned.append(Job(study.level(members[-1]).overrides, epochs, composed[members[-1]].settings))
     return planned
+
+
+def table_of(study: StudyConfig, composed: dict[str, Composed]) -> str:
+    """A table's identity: the settings of the run that stands for its baseline, in the whole design (every cell composed)."""
+    every = jobs(replace(study, cells=[], combine=[]), composed)
+    return next(job.settings for job in every if BASELINE in job.readings)
 
 
 def check_command_line(study: StudyConfig, keys: list[str]) -> None:
@@ -183,158 +198,48 @@ def check_command_line(study: StudyConfig, keys: list[str]) -> None:
     )
 
 
-# ----- the table: pure functions over typed results -----
+@dataclass(frozen=True)
+class StudyRecord:
+    """What a run knows of its study. `tracking` writes it with the run and reads it back; exports keep it."""
+
+    study: str
+    table: str  # runs of one table share it (the settings of the baseline's run), whichever sweep made them
+    readings: tuple[Reading, ...]  # the cells the run stands for, in epoch order
+    choice: Choice  # what the study's authors combined
+    margin: float  # equivalence margin, points
+    seeds: SeedsDesign | None  # the study's seeds design; None: a fixed set of seeds
+    ordered: tuple[str, ...]  # factors whose levels go from less to more
+    stage: int | None  # the stage that ran it
+    command: tuple[str, ...]  # the sweep's own overrides (no seed, no study bookkeeping): how to run more of this table
+
+    @property
+    def cell(self) -> str:
+        return self.readings[-1].cell
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "StudyRecord":
+        seeds = values.get("seeds")
+        return cls(
+            values["study"], values["table"], tuple(Reading(**r) for r in values["readings"]), Choice(**values["choice"]),
+            float(values["margin"]), SeedsDesign(**seeds) if seeds else None, tuple(values.get("ordered", ())), values.get("stage"),
+            tuple(values["command"]),
+        )
 
 
-@dataclass
-class CellRuns:
-    """The results one cell of one model keeps, one per seed, and what was left out and why."""
-
-    cell: str
-    factor: str
-    level: str
-    reference_acc: float | None
-    by_seed: dict[int, Result]
-    left_out: list[str] = field(default_factory=list)
+def record(study: StudyConfig, command: list[str]) -> StudyRecord:
+    """The record of a job of a study sweep (its readings set by the sweeper)."""
+    return StudyRecord(
+        study.name, study.table or "", tuple(readings(study)), Choice(list(study.choice.levels), study.choice.reference_acc),
+        study.margin, study.seeds, tuple(study.ordered), study.stage, tuple(command),
+    )
 
 
-def gather(results: list[Result]) -> dict[str, CellRuns]:
-    """Cells of one model; a cell never mixes settings or commits: its latest run's settings count.
-
-    `results` are oldest first; a repeated (cell, seed) keeps the latest.
-    """
-    found: dict[str, list[Result]] = {}
-    for result in results:
-        found.setdefault(result.cell, []).append(result)
-    gathered = {}
-    for cell, members in found.items():
-        latest = members[-1]
-        kept = [r for r in members if (r.settings, r.git_commit) == (latest.settings, latest.git_commit)]
-        by_seed = {r.seed: r for r in kept}
-        left_out = []
-        other = [r for r in members if r not in kept]
-        if other:
-            commits = sorted({r.git_commit[:12] for r in other})
-            left_out.append(
-                f"{len(other)} run(s) with other settings or code (commit {', '.join(commits)}) left out; "
-                f"this cell's latest runs are at commit {latest.git_commit[:12]}"
-            )
-        if len(kept) > len(by_seed):
-            left_out.append(f"{len(kept) - len(by_seed)} repeated run(s) of the same seed replaced by the latest")
-        gathered[cell] = CellRuns(cell, latest.factor, latest.level, latest.reference_acc, by_seed, left_out)
-    return gathered
-
-
-@dataclass
-class Row:
-    model: str
-    cell: str
-    factor: str
-    level: str
-    n_seeds: int
-    test_acc_mean: float  # %
-    test_acc_std: float
-    diff: float | None  # points, cell - baseline, mean over paired seeds
-    ci_low: float | None
-    ci_high: float | None
-    p: float | None  # paired t over seeds
-    p_holm: float | None
-    p_tost: float | None  # equivalence within the margin, Holm-adjusted like p
-    mcnemar_p: list[float]  # per paired seed, test-set sampling only (descriptive)
-    verdict: str
-    reference_acc: float | None
-    val_acc_mean: float  # %
-    note: str = ""
-
-
-def _paired(base: CellRuns, other: CellRuns) -> list[int]:
-    return sorted(set(base.by_seed) & set(other.by_seed))
-
-
-def table(model: str, cells_found: dict[str, CellRuns], order: list[str], margin: float) -> list[Row]:
-    """One row per cell against the baseline: paired differences over seeds, Holm over the rows, a verdict."""
-    if BASELINE not in cells_found:
-        raise ConfigError(f"{model}: the study table needs baseline runs to compare against; run the study's baseline cell")
-    base = cells_found[BASELINE]
-    names = [c for c in order if c in cells_found] + sorted(c for c in cells_found if c not in order)
-    comparisons = {}
-    for name in (n for n in names if n != BASELINE):
-        seeds = _paired(base, cells_found[name])
-        diffs = [100 * (cells_found[name].by_seed[s].test_acc - base.by_seed[s].test_acc) for s in seeds]
-        comparisons[name] = (seeds, stats.paired_t(diffs, margin) if len(seeds) >= 2 else None)
-    tested = [n for n, (seeds, _) in comparisons.items() if len(seeds) >= stats.MIN_SEEDS]
-    p_holm = dict(zip(tested, stats.holm([comparisons[n][1].p for n in tested])))
-    p_tost = dict(zip(tested, stats.holm([comparisons[n][1].p_tost for n in tested])))
-    rows = []
-    for name in names:
-        runs = cells_found[name]
-        test = [100 * r.test_acc for r in runs.by_seed.values()]
-        mean, std = stats.mean_std(test)
-        val_mean, _ = stats.mean_std([100 * r.val_acc for r in runs.by_seed.values()])
-        row = Row(model, name, runs.factor, runs.level, len(test), mean, std, None, None, None, None, None, None, [], "reference",
-                  runs.reference_acc, val_mean, "; ".join(runs.left_out))
-        if name != BASELINE:
-            _compare(row, base, runs, comparisons[name], p_holm.get(name), p_tost.get(name))
-        rows.append(row)
-    return rows
-
-
-def _compare(row: Row, base: CellRuns, runs: CellRuns, comparison, p_holm, p_tost) -> None:
-    seeds, paired = comparison
-    row.mcnemar_p = [stats.mcnemar_exact(*stats.discordant(base.by_seed[s].correct, runs.by_seed[s].correct)) for s in seeds]
-    identical = bool(seeds) and all(base.by_seed[s].predictions_sha256 == runs.by_seed[s].predictions_sha256 for s in seeds)
-    if paired is not None:
-        row.diff, row.ci_low, row.ci_high, row.p = paired.diff, paired.ci_low, paired.ci_high, paired.p
-    elif seeds:
-        s = seeds[0]
-        row.diff = 100 * (runs.by_seed[s].test_acc - base.by_seed[s].test_acc)
-    row.p_holm, row.p_tost = p_holm, p_tost
-    row.verdict = stats.verdict(len(seeds), row.diff, p_holm, p_tost, identical)
-    if not seeds:
-        row.verdict = "no paired seeds"
-    if row.verdict == "equivalent" and p_holm is not None and p_holm < stats.ALPHA:
-        row.note = "; ".join(filter(None, [row.note, "consistently different from the baseline, but by less than the margin"]))
-
-
-@dataclass
-class Pick:
-    """What the validation rule chose for one factor, and why."""
-
-    factor: str
-    level: str | None  # None: no level beat the baseline on validation
-    best: str  # the level with the highest mean val/acc
-    gain: float  # its mean val/acc minus the baseline's, points, over paired seeds
-    p_holm: float | None  # strict rule: paired t on val/acc, Holm over the factors
-
-
-def choose(cells_found: dict[str, CellRuns], factors: list[str], strict: bool) -> list[Pick]:
-    """Per factor, the level with the highest mean val/acc (final epoch) if it beats the baseline on validation.
-
-    The default rule counts any gain; `strict` asks for a significant one. The test set is not read.
-    """
-    base = cells_found[BASELINE]
-    best = {}
-    for factor in factors:
-        levels = [c for c in cells_found.values() if c.factor == factor and _paired(base, c)]
-        if levels:
-            best[factor] = max(levels, key=lambda c: stats.mean_std([r.val_acc for r in c.by_seed.values()])[0])
-    gains, tests = {}, {}
-    for factor, level in best.items():
-        seeds = _paired(base, level)
-        diffs = [100 * (level.by_seed[s].val_acc - base.by_seed[s].val_acc) for s in seeds]
-        gains[factor] = sum(diffs) / len(diffs)
-        if len(seeds) >= stats.MIN_SEEDS:
-            tests[factor] = stats.paired_t(diffs, 1.0).p
-    p_holm = dict(zip(tests, stats.holm(list(tests.values()))))
-    picks = []
-    for factor, level in best.items():
-        helped = gains[factor] > 0 and (not strict or p_holm.get(factor, 1.0) < stats.ALPHA)
-        picks.append(Pick(factor, level.cell if helped else None, level.cell, gains[factor], p_holm.get(factor)))
-    return picks
-
-
-def combined_command(command_overrides: list[str], levels: list[str], seeds: list[int]) -> str:
-    """The `python -m fmnist.run` line that runs the combined cell over the same seeds as the study."""
-    kept = [o for o in command_overrides if override_key(o) not in ("seed", "study.combine", "study.cells")]
-    words = ["python", "-m", "fmnist.run", "-m", *kept, f"study.combine=[{','.join(levels)}]", f"seed={','.join(map(str, seeds))}"]
+def command_line(command: list[str] | tuple[str, ...], seeds: list[int], cells: list[str] = (), combine: list[str] = ()) -> str:
+    """The `python -m fmnist.run` line that runs these cells (or the combination of these levels) over these seeds."""
+    kept = [o for o in command if override_key(o) not in ("seed", "study.combine", "study.cells")]
+    chosen = [f"study.combine=[{','.join(combine)}]"] if combine else [f"study.cells=[{','.join(cells)}]"] if cells else []
+    words = ["python", "-m", "fmnist.run", "-m", *kept, *chosen, f"seed={','.join(map(str, seeds))}"]
     return shlex.join(words)

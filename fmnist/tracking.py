@@ -4,13 +4,12 @@ import functools
 import json
 import logging
 import os
-import shlex
 import sqlite3
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fmnist.errors import UserError
-from fmnist.results import Result, predictions_digest
-from fmnist.study import Reading
+from fmnist.results import Result, Studied, predictions_digest
+from fmnist.study import StudyRecord
 
 # Tags every fmnist run carries.
 SWEEP_TAG = "fmnist.sweep_id"
@@ -28,13 +27,13 @@ FINGERPRINT_TAG = "fmnist.fingerprint"
 FAILURE_TAG = "fmnist.failure"
 OVERRIDES_TAG = "fmnist.overrides"  # the command line that made the run (Hydra overrides)
 STUDY_TAG = "fmnist.study"  # the study a run belongs to (conf/study/<name>.yaml)
+RECORD_TAG = "fmnist.study_record"  # the run's StudyRecord: written by record_tags, read by study_record, nothing else
+# Written from the record for the UI's filters and columns, never read back:
 CELL_TAG = "fmnist.cell"  # the study cell the run stands for at its last epoch
 FACTOR_TAG = "fmnist.factor"
 LEVEL_TAG = "fmnist.level"
-READINGS_TAG = "fmnist.readings"  # every cell the run stands for, with the epoch it is read at (JSON)
-CHOICE_TAG = "fmnist.study_choice"  # what the study's authors combined, and its score (JSON)
-MARGIN_TAG = "fmnist.margin"  # the study's equivalence margin, points
-COMMAND_TAG = "fmnist.command"  # the sweep's own overrides, without seed and study bookkeeping
+STAGE_TAG = "fmnist.stage"
+TABLE_TAG = "fmnist.table"
 SETTINGS_TAG = "fmnist.settings"  # identity.settings_id: the same for every seed of one cell
 GIT_TAG = "mlflow.source.git.commit"
 SUMMARY_TAG = "fmnist.summary"  # marks a report's summary run, which holds no training
@@ -169,17 +168,20 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def study_tags(readings: list[Reading], choice: dict, margin: float) -> dict[str, str]:
-    """The tags that place a run in its study; `read_results` reads them back."""
-    last = readings[-1]
-    return {
-        CELL_TAG: last.cell,
-        FACTOR_TAG: last.factor,
-        LEVEL_TAG: last.level,
-        READINGS_TAG: json.dumps([asdict(r) for r in readings]),
-        CHOICE_TAG: json.dumps(choice),
-        MARGIN_TAG: repr(margin),
-    }
+def record_tags(record: StudyRecord) -> dict[str, str]:
+    """The tags that place a run in its study: the record itself, and what the UI shows of it."""
+    last = record.readings[-1]
+    tags = {STUDY_TAG: record.study, RECORD_TAG: json.dumps(record.to_dict()), CELL_TAG: last.cell, FACTOR_TAG: last.factor,
+            LEVEL_TAG: last.level, TABLE_TAG: record.table}
+    if record.stage is not None:
+        tags[STAGE_TAG] = str(record.stage)
+    return tags
+
+
+def study_record(run: "RunRecord") -> StudyRecord | None:
+    """The study record a run was started with; None for a run outside a study (or one made before records)."""
+    text = run.tags.get(RECORD_TAG)
+    return StudyRecord.from_dict(json.loads(text)) if text else None
 
 
 def predictions_name(epoch: int, final: bool) -> str:
@@ -299,33 +301,31 @@ class Tracker:
         """(step, value, seconds from the run's start to the value being logged), ordered by step."""
         return sorted((m.step, m.value, (m.timestamp - run.start_time) / 1000) for m in self.client.get_metric_history(run.run_id, key))
 
-    def read_results(self, run: RunRecord) -> list[Result]:
-        """The study cells a finished run stands for, each read at its own epoch."""
-        readings = [Reading(**r) for r in json.loads(run.tags[READINGS_TAG])]
-        choice = json.loads(run.tags.get(CHOICE_TAG, "{}"))
+    def read_results(self, run: RunRecord) -> Studied:
+        """The study cells a finished run stands for, each read at its own epoch, with the run's record."""
+        record = study_record(run)
         curves = {key: self.history(run.run_id, key) for key in ("val/acc", "val/loss")}
         seconds = self.history(run.run_id, "epoch/seconds")
         test_acc = dict(self.history_by_step(run.run_id, "test/acc"))
         final = int(run.params["schedule.epochs"])
+        threads = run.tags.get("fmnist.threads", "")
         results = []
-        for reading in readings:
+        for reading in record.readings:
             predictions = np.loadtxt(
                 self.artifact_text(run.run_id, predictions_name(reading.epoch, reading.epoch == final)).splitlines(),
                 delimiter=",", skiprows=1, dtype=np.int64, ndmin=2,
             )
             results.append(Result(
-                model=run.params["model.name"], study=run.tags[STUDY_TAG], cell=reading.cell, factor=reading.factor,
-                level=reading.level, seed=int(run.params["seed"]), git_commit=run.tags.get(GIT_TAG, "unknown"),
+                model=run.params["model.name"], study=record.study, table=record.table, cell=reading.cell, factor=reading.factor,
+                level=reading.level, seed=int(run.params["seed"]), stage=record.stage, git_commit=run.tags.get(GIT_TAG, "unknown"),
                 fingerprint=run.tags[FINGERPRINT_TAG], settings=run.tags[SETTINGS_TAG],
                 val_acc=curves["val/acc"][reading.epoch - 1], test_acc=test_acc[reading.epoch], epochs=reading.epoch,
                 seconds=sum(seconds[: reading.epoch]), run_id=run.run_id, reference_acc=reading.reference_acc,
-                predictions_sha256=predictions_digest(predictions[:, 2]), command=shlex.split(run.tags.get(COMMAND_TAG, "")),
-                study_choice=choice.get("levels", []), study_choice_acc=choice.get("reference_acc"),
-                margin=float(run.tags.get(MARGIN_TAG, "0.3")), start_time=run.start_time,
-                threads=int(run.tags["fmnist.threads"]) if run.tags.get("fmnist.threads", "").isdigit() else None, correct=predictions[:, 1] == predictions[:, 2],
+                predictions_sha256=predictions_digest(predictions[:, 2]), start_time=run.start_time,
+                threads=int(threads) if threads.isdigit() else None, correct=predictions[:, 1] == predictions[:, 2],
                 curves={k: v[: reading.epoch] for k, v in curves.items()},
             ))
-        return results
+        return Studied(results, {run.run_id: record})
 
     def artifact_text(self, run_id: str, path: str) -> str:
         with tempfile.TemporaryDirectory(prefix="fmnist-download-") as folder:

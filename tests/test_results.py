@@ -25,10 +25,12 @@ def test_committed_tables_are_rebuilt_from_their_exports(runs, tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("runs", EXPORT_FOLDERS, ids=lambda p: p.parent.name)
-def test_exports_hold_whole_seeds_from_one_commit_per_cell(runs):
-    results = [r for path in export_files([runs]) for r in read_export(path)]
+def test_exports_hold_whole_seeds_from_one_commit_per_cell_and_name_their_design(runs):
+    results = [r for path in export_files([runs]) for r in read_export(path).results]
     assert all(len(r.correct) == 10_000 for r in results)  # the full test set, every run
     commits = {}
     for r in results:
         commits.setdefault((r.model, r.cell), set()).add(r.git_commit)
     assert all(len(c) == 1 and "dirty" not in next(iter(c)) for c in commits.values())
+    records = [r for path in export_files([runs]) for r in read_export(path).records.values()]
+    assert all(r.seeds is not None and r.table for r in records)  # every committed table is read under its study's design

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from fmnist.sequential import Comparison, decide
 from fmnist.simulate import simulate_null_studies
-from fmnist.stats import discordant, holm, mcnemar_exact, mean_std, paired_t, verdict
+from fmnist.stats import discordant, holm, mcnemar_exact, mean_std, paired_t
 
 
 def test_mcnemar_exact_worked_by_hand():
@@ -70,28 +71,13 @@ def test_holm_worked_by_hand():
     assert holm([0.003]) == [0.003]
 
 
-@pytest.mark.parametrize(
-    "args,expected",
-    [
-        ((5, 0.0, 1.0, 0.0, True), "identical"),
-        ((2, 1.5, None, None, False), "too few seeds"),
-        ((5, 1.5, 0.01, 1.0, False), "better"),
-        ((5, -1.5, 0.01, 1.0, False), "worse"),
-        ((5, 0.01, 0.9, 0.001, False), "equivalent"),
-        ((5, 0.4, 0.2, 0.3, False), "inconclusive"),
-    ],
-)
-def test_verdicts(args, expected):
-    assert verdict(*args) == expected
-
-
 # ----- the simulation: null studies with seed-level variation of the effect -----
 
 
 @pytest.mark.parametrize("seed_sd,mcnemar_at_least", [(0.22, 0.10), (0.47, 0.25)])
 def test_null_studies_give_few_false_verdicts_at_the_seed_level(seed_sd, mcnemar_at_least):
     diffs, pooled = simulate_null_studies(1000, seed_sd)
-    verdicts = [verdict(len(d), float(np.mean(d)), paired_t(list(d), 0.3).p, None, False) for d in diffs]
+    verdicts = [decide([Comparison("c", list(d), [False] * len(d))], None, 0.3).decisions["c"].verdict for d in diffs]
     false_t = np.mean([v in ("better", "worse") for v in verdicts])
     false_mcnemar = np.mean([p < 0.05 for p in pooled])
     assert false_t <= 0.06, f"paired t over seeds: {false_t:.1%} false verdicts"

@@ -8,13 +8,13 @@ import sys
 import pytest
 
 from fmnist import report
-from fmnist.tracking import CELL_TAG, FACTOR_TAG, LEVEL_TAG, READINGS_TAG, STUDY_TAG
+from fmnist.tracking import CELL_TAG, FACTOR_TAG, LEVEL_TAG, SETTINGS_TAG, STUDY_TAG, TABLE_TAG, RunRecord, study_record
 from tests.conftest import cli, runs_of, store
 
 pytestmark = pytest.mark.slow
 SMALL = ["model=mlp", "data.train_size=2000", "data.val_size=1000", "data.test_size=2000", "progress=false"]
-COLUMNS = ["model", "cell", "factor", "level", "n_seeds", "test_acc_mean", "test_acc_std", "diff", "ci_low", "ci_high", "p", "p_holm",
-           "verdict", "reference_acc"]
+COLUMNS = ["model", "cell", "factor", "level", "n_seeds", "test_acc_mean", "test_acc_std", "diff", "ci_low", "ci_high", "p", "q", "q_holm",
+           "q_tost_holm", "rci_low", "rci_high", "verdict", "stage", "seeds_needed"]
 
 
 def sweep(tmp_path, *overrides, uri):
@@ -27,7 +27,7 @@ def table(path) -> dict[str, dict[str, str]]:
     return {row["cell"]: row for row in csv.DictReader(path.open())}
 
 
-def test_table2_runs_every_cell_and_the_report_rebuilds_from_its_export(tmp_path, real_data_root, capsys):
+def test_table2_at_fixed_seeds_runs_every_cell_and_the_report_rebuilds_from_its_export(tmp_path, real_data_root, capsys):
     uri = store(tmp_path)
     sweep(tmp_path, "study=table2", "seed=0,1,2", f"data.root={real_data_root}", uri=uri)
     _, runs = runs_of(uri, "table2")
@@ -35,7 +35,10 @@ def test_table2_runs_every_cell_and_the_report_rebuilds_from_its_export(tmp_path
     assert len(runs) == 18 and all(r.info.status == "FINISHED" for r in runs)
     shared = [r for r in runs if r.data.tags[CELL_TAG] == "epochs20"]
     assert len(shared) == 3 and all(r.data.params["schedule.epochs"] == "20" for r in shared)
-    assert all('"cell": "baseline", "factor": "baseline", "level": "baseline", "epoch": 5' in r.data.tags[READINGS_TAG] for r in shared)
+    records = [study_record(RunRecord(r.info.run_id, "", "", {}, {}, r.data.tags, 0)) for r in shared]
+    assert all([(x.cell, x.epoch) for x in rec.readings] == [("baseline", 5), ("epochs10", 10), ("epochs20", 20)] for rec in records)
+    assert len({rec.table for rec in records} | {r.data.tags[TABLE_TAG] for r in runs}) == 1  # one table, named by the 20-epoch run
+    assert {r.data.tags[SETTINGS_TAG] for r in shared} == {records[0].table}
     sgd = next(r for r in runs if r.data.tags[CELL_TAG] == "sgd")
     assert (sgd.data.tags[STUDY_TAG], sgd.data.tags[FACTOR_TAG], sgd.data.tags[LEVEL_TAG]) == ("table2", "optimizer", "sgd")
 
@@ -44,12 +47,13 @@ def test_table2_runs_every_cell_and_the_report_rebuilds_from_its_export(tmp_path
     printed = capsys.readouterr().out
     rows = table(out / "table2_mlp.csv")
     assert list(next(iter(rows.values())))[: len(COLUMNS)] == COLUMNS
-    assert list(rows) == ["baseline", "epochs10", "epochs20", "sgd", "adamw", "flip", "mse", "nll"]
-    assert all(r["n_seeds"] == "3" for r in rows.values())
+    assert list(rows)[:8] == ["baseline", "epochs10", "epochs20", "sgd", "adamw", "flip", "mse", "nll"]
+    assert all(rows[c]["n_seeds"] == "3" for c in list(rows)[:8])
     assert rows["nll"]["verdict"] == "identical"  # NLL of a log-softmax is cross-entropy
-    assert rows["sgd"]["verdict"] == "worse" and float(rows["sgd"]["p_holm"]) < 0.05
+    assert rows["sgd"]["verdict"] == "worse" and float(rows["sgd"]["q_holm"]) < 0.05 and rows["sgd"]["stage"] == "1"
     assert rows["sgd"]["reference_acc"] == "88.27" and rows["flip"]["reference_acc"] == ""
     assert "Combination chosen on validation" in printed and "The study's own choice: flip + adamw + mse" in printed
+    assert "epochs20 vs epochs10" in printed  # table2's epochs are ordered
 
     again = tmp_path / "again"
     report.main(["--from", str(tmp_path / "runs"), "--out", str(again)])
@@ -58,29 +62,65 @@ def test_table2_runs_every_cell_and_the_report_rebuilds_from_its_export(tmp_path
     made_by = lambda text: text.split("\n", 3)[3]  # noqa: E731  (everything after the "Made by" line)
     assert made_by((again / "table2_mlp.md").read_text()) == made_by((out / "table2_mlp.md").read_text())
 
-    # The printed combination runs as printed and becomes the combined row.
-    line = next(w.strip() for w in printed.splitlines() if w.strip().startswith("python -m fmnist.run"))
-    words = shlex.split(line)
-    assert "study=table2" in words and "seed=0,1,2" in words
-    done = subprocess.run([sys.executable, *words[1:], f"hydra.sweep.dir={tmp_path}/combined"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report.main(["--tracking-uri", uri, "--out", str(out)])
-    rows = table(out / "table2_mlp.csv")
-    assert rows["combined"]["n_seeds"] == "3" and rows["combined"]["level"] == next(w for w in words if w.startswith("study.combine="))[15:-1].replace(",", "+")
-
     # Run again: every job is found finished, nothing trains.
     rerun = sweep(tmp_path, "study=table2", "seed=0,1,2", f"data.root={real_data_root}", uri=uri)
     assert rerun.stderr.count("skipping: this configuration already finished") == 18
 
 
-def test_the_regularisation_study_gives_a_table_too(tmp_path, real_data_root):
+def stages_of(runs) -> dict[tuple[str, int], list[int]]:
+    """(cell, seed) -> the stages whose runs stand for it (one each if nothing trained twice)."""
+    found: dict[tuple[str, int], list[int]] = {}
+    for r in runs:
+        rec = study_record(RunRecord(r.info.run_id, "", "", {}, {}, r.data.tags, 0))
+        for reading in rec.readings:
+            found.setdefault((reading.cell, int(r.data.params["seed"])), []).append(rec.stage)
+    return found
+
+
+SEQUENTIAL = ["study=regularisation", "schedule.epochs=2", "threads=1"]
+
+
+def test_a_sequential_study_runs_stage_after_stage_from_one_command(tmp_path, real_data_root):
     uri = store(tmp_path)
-    sweep(tmp_path, "study=regularisation", "seed=0,1,2", "schedule.epochs=2", f"data.root={real_data_root}", uri=uri)
-    report.main(["--tracking-uri", uri, "--out", str(tmp_path / "out")])
-    rows = table(tmp_path / "out" / "regularisation_mlp.csv")
-    assert list(rows) == ["baseline", "decay_low", "decay_high", "smooth_low", "smooth_high", "erase", "crop"]
-    assert {r["factor"] for r in rows.values()} == {"baseline", "weight_decay", "label_smoothing", "augmentation"}
-    assert all(r["n_seeds"] == "3" and r["verdict"] for r in rows.values())
+    done = sweep(tmp_path, *SEQUENTIAL, f"data.root={real_data_root}", uri=uri)
+    _, runs = runs_of(uri, "regularisation")
+    stages = stages_of(runs)
+    assert all(len(s) == 1 for s in stages.values()), "a (cell, seed) was trained twice"
+    assert all(stages[(c, s)] == [1] for c in ("baseline", "decay_low", "crop") for s in range(3))
+    out = tmp_path / "out"
+    report.main(["--tracking-uri", uri, "--out", str(out), "--export", str(tmp_path / "runs" / "mlp.csv")])
+    rows = table(out / "regularisation_mlp.csv")
+    for cell, row in rows.items():
+        if cell == "baseline":
+            continue
+        seeds = sorted(s for (c, s) in stages if c == cell)
+        assert seeds == list(range(len(seeds))) and row["n_seeds"] == str(len(seeds))
+        assert row["verdict"] in ("better", "worse", "equivalent", "identical", "futile", "undecided"), (cell, row["verdict"])
+        assert row["stage"] and int(row["stage"]) == max(stages[(cell, seeds[-1])])  # it got no seeds after the stage that stopped it
+        if row["verdict"] in ("futile", "undecided"):
+            assert row["seeds_needed"] and row["reason"]
+    assert "the study is complete" in (out / "regularisation_mlp.md").read_text()
+    assert "study regularisation" in done.stderr and "stage(s)" in done.stderr  # the sweep says how it ended
+
+
+def test_a_sequential_study_continues_from_an_export_on_a_fresh_store(tmp_path, real_data_root):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    # Stage 1's cells on one machine, by hand (the seeds given), then exported.
+    sweep(first, *SEQUENTIAL, "seed=0,1,2", f"data.root={real_data_root}", uri=store(first))
+    report.main(["--tracking-uri", store(first), "--out", str(first / "out"), "--export", str(first / "runs.csv")])
+    # Another machine: a fresh store and the export; the one command goes on from there.
+    sweep(second, *SEQUENTIAL, f"exports=[{first / 'runs.csv'}]", f"data.root={real_data_root}", uri=store(second))
+    _, runs = runs_of(store(second), "regularisation")
+    trained = stages_of(runs)
+    assert not [k for k in trained if k[0] != "combined" and k[1] < 3], "a finished run of the export was trained again"
+    assert trained, "nothing went on after stage 1"
+    report.main(["--tracking-uri", store(second), "--out", str(second / "out"), "--export", str(second / "runs.csv")])
+    report.main(["--from", str(first / "runs.csv"), str(second / "runs.csv"), "--out", str(tmp_path / "both")])
+    rows = table(tmp_path / "both" / "regularisation_mlp.csv")
+    assert all(int(r["n_seeds"]) >= 3 for r in rows.values())
+    assert all(r["verdict"] != "open" for r in rows.values())
 
 
 USER_STUDY = """\
@@ -108,8 +148,8 @@ def test_a_study_file_in_the_users_own_folder_needs_no_code(tmp_path, real_data_
           f"data.root={real_data_root}", uri=uri)
     report.main(["--tracking-uri", uri, "--out", str(tmp_path / "out")])
     rows = table(tmp_path / "out" / "widths_mlp.csv")
-    assert list(rows) == ["baseline", "narrow", "wide", "fast"]
-    assert all(r["n_seeds"] == "3" and r["p"] for r in list(rows.values())[1:])
+    assert list(rows)[:4] == ["baseline", "narrow", "wide", "fast"]
+    assert all(r["n_seeds"] == "3" and r["p"] for r in list(rows.values())[1:4])
     text = (tmp_path / "out" / "widths_mlp.md").read_text()
     assert f"hydra.searchpath=[file://{tmp_path / 'mine'}]" in text  # the combined command finds the study file too
 

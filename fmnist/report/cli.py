@@ -15,11 +15,16 @@ import shlex
 import sys
 from pathlib import Path
 
-from fmnist.errors import UserError
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fmnist.errors import ConfigError, UserError
 from fmnist.report.runs_table import comparison_report
 from fmnist.report.select import select_runs, whole_studies
-from fmnist.report.study_table import study_tables
-from fmnist.results import export_files, read_export, write_export
+from fmnist.report.study_table import Options, study_tables
+from fmnist.results import Studied, declared, export_files, read_export, write_export
+from fmnist.study import StudyConfig
 from fmnist.tracking import Tracker, resolve_uri
 
 
@@ -46,19 +51,55 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--export", type=Path, metavar="FILE.csv", help="also write the study runs' export (FILE.csv and FILE.npz)")
     parser.add_argument("--strict", action="store_true", help="choose only levels with a significant gain on validation")
     parser.add_argument("--margin", type=float, help="equivalence margin in accuracy points (default: the study's, 0.3)")
+    parser.add_argument("--per-seed", action="store_true", help="also every seed of every cell, the mean curves and the training time")
+    parser.add_argument("--design-from", type=Path, metavar="STUDY.yaml",
+                        help="with --from: take the seeds design and ordered factors from this study file, for exports made "
+                             "before the study declared them (with --export, they are written into the export)")
     args = parser.parse_args(argv)
     if args.margin is not None and args.margin <= 0:
         parser.error(f"--margin must be > 0 accuracy points, got {args.margin}")
     if args.export is not None and args.export.suffix != ".csv":
         parser.error(f"--export takes a file name ending in .csv, got {args.export}")
+    if args.design_from is not None and not args.exports:
+        parser.error("--design-from goes with --from: the runs in a store carry their study's design")
     return args
 
 
+def options(args: argparse.Namespace) -> Options:
+    return Options(args.strict, args.margin, per_seed=args.per_seed)
+
+
 def from_exports(args: argparse.Namespace, command: str) -> list[Path]:
-    results = [r for path in export_files(args.exports) for r in read_export(path)]
-    unique = list({(r.run_id, r.cell): r for r in results}.values())  # an export read twice counts once
+    studied = Studied([], {})
+    for path in export_files(args.exports):
+        studied = studied + read_export(path)  # an export read twice counts once
+    if args.design_from is not None:
+        design = read_study_file(args.design_from)
+        studied = declared(studied, design.seeds, tuple(design.ordered))
     args.out.mkdir(parents=True, exist_ok=True)
-    return study_tables(unique, args.out, args.name, command, args.strict, args.margin)
+    files = study_tables(studied, args.out, args.name, command, options(args))
+    if args.export:
+        files += write_export(studied, args.export)
+    return files
+
+
+def read_study_file(path: Path) -> StudyConfig:
+    """The `study` node of a study file (conf/study/<name>.yaml), checked like a run's."""
+    try:
+        node = OmegaConf.load(path).get("study")
+        if node is None:
+            raise ConfigError("it has no study: node (see conf/study/table2.yaml)")
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StudyConfig), node))
+    except OSError as err:
+        raise UserError(f"cannot read the study file {path} ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"the study file {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    except UserError as err:
+        raise UserError(f"the study file {path} is not valid: {err}") from None
+    except OmegaConfBaseException as err:
+        cause = err.__cause__ or err.__context__
+        message = str(cause) if isinstance(cause, UserError) else str(err).splitlines()[0]
+        raise UserError(f"the study file {path} is not valid: {message}") from None
 
 
 def from_store(args: argparse.Namespace, command: str) -> list[Path]:
@@ -68,10 +109,12 @@ def from_store(args: argparse.Namespace, command: str) -> list[Path]:
     args.out.mkdir(parents=True, exist_ok=True)
     studied = whole_studies(tracker, runs)
     if studied:
-        results = [result for run in studied for result in tracker.read_results(run)]
-        files = study_tables(results, args.out, args.name and safe_name(args.name), command, args.strict, args.margin)
+        found = Studied([], {})
+        for run in studied:
+            found = found + tracker.read_results(run)
+        files = study_tables(found, args.out, args.name and safe_name(args.name), command, options(args))
         if args.export:
-            files += write_export(results, args.export)
+            files += write_export(found, args.export)
     else:
         if args.export:
             raise UserError("--export keeps the runs of a study; this selection has none (run one with study=<name>)")

@@ -3,7 +3,7 @@
 import json
 
 from fmnist.errors import UserError
-from fmnist.tracking import COMMAND_TAG, JOB_TAG, READINGS_TAG, STUDY_TAG, SWEEP_TAG, RunRecord, Tracker
+from fmnist.tracking import JOB_TAG, STUDY_TAG, SWEEP_TAG, TABLE_TAG, RunRecord, Tracker, study_record
 
 
 def select_runs(tracker: Tracker, sweep: str | None, all_runs: bool, filter_string: str) -> tuple[list[RunRecord], str, str | None]:
@@ -42,16 +42,15 @@ def stand_ins(parent: RunRecord) -> list[str]:
 
 
 def whole_studies(tracker: Tracker, runs: list[RunRecord]) -> list[RunRecord]:
-    """The finished study runs selected, with every other run of the same study sweep command.
+    """The finished study runs selected, with every other finished run of the same study tables.
 
-    A study is often run in several sweeps (the cells, then the combined cell, then missing seeds);
-    runs whose sweep had the same overrides (seeds and study bookkeeping aside) belong to one table.
+    A study is often run in several sweeps (the cells, then the combined cell, then more seeds): their
+    runs' records name one table (the settings of the baseline's run), whatever the commands were.
     """
-    studied = [r for r in runs if r.status == "FINISHED" and READINGS_TAG in r.tags]
-    wanted = {(r.tags[STUDY_TAG], r.tags.get(COMMAND_TAG, "")) for r in studied}
-    found = {r.run_id: r for r in studied}
-    for study_name in {s for s, _ in wanted}:
-        for run in tracker.runs(f"tags.`{STUDY_TAG}` = '{study_name}' and attributes.status = 'FINISHED'"):
-            if READINGS_TAG in run.tags and (study_name, run.tags.get(COMMAND_TAG, "")) in wanted:
-                found[run.run_id] = run
-    return sorted(found.values(), key=lambda r: r.start_time)
+    studied = {r.run_id: r for r in runs if r.status == "FINISHED" and study_record(r) is not None}
+    tables = {(record.study, record.table) for record in map(study_record, studied.values())}
+    for study_name, table in tables:
+        for run in tracker.runs(f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{TABLE_TAG}` = '{table}' and attributes.status = 'FINISHED'"):
+            if study_record(run) is not None:
+                studied[run.run_id] = run
+    return sorted(studied.values(), key=lambda r: r.start_time)

@@ -1,17 +1,57 @@
-"""A study's table per model, from typed results (a store's or an export's): rows, footnote, choice, files."""
+"""A study's table per model, from typed results (a store's or an export's): rows, footnote, secondary
+comparisons, the choice on validation, the next stage, files; and one forest plot per study."""
 
+import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from fmnist import plots, study
+from fmnist import plots, stats
+from fmnist.evidence import CellRuns, Evidence, comparison, evidence, paired
 from fmnist.report.render import latex_table, markdown_table, write_csv
-from fmnist.results import Result
-from fmnist.stats import ALPHA, MIN_SEEDS
+from fmnist.results import Result, Studied
+from fmnist.sequential import DECIDED, MOST_SEEDS, Decision, SeedsDesign, decide
+from fmnist.study import BASELINE, COMBINED, command_line
+
+ALPHA, MIN_SEEDS = stats.ALPHA, stats.MIN_SEEDS
+
+
+@dataclass
+class Row:
+    model: str
+    cell: str
+    factor: str
+    level: str
+    n_seeds: int
+    test_acc_mean: float  # %
+    test_acc_std: float
+    val_acc_mean: float  # %
+    reference_acc: float | None
+    diff: float | None = None  # points, cell - baseline, mean over the paired seeds at hand
+    ci_low: float | None = None  # plain 95% t interval over those seeds
+    ci_high: float | None = None
+    p: float | None = None  # plain paired t over the seeds at hand
+    q: float | None = None  # the design's sequential p-value (the plain p for a fixed design)
+    q_holm: float | None = None
+    q_tost_holm: float | None = None
+    rci_low: float | None = None  # 95% repeated confidence interval at the cell's last look
+    rci_high: float | None = None
+    verdict: str = "reference"
+    stage: int | None = None  # the stage that decided or stopped the cell
+    seeds_needed: int | None = None
+    seeds_needed_detect: int | None = None
+    seeds_needed_reference: int | None = None
+    seeds_needed_equivalent: int | None = None
+    reason: str = ""
+    mcnemar_p: list[float] = field(default_factory=list)  # per paired seed, test-set sampling only (descriptive)
+    note: str = ""
+
 
 CSV_COLUMNS = [
-    "model", "cell", "factor", "level", "n_seeds", "test_acc_mean", "test_acc_std", "diff", "ci_low", "ci_high", "p", "p_holm",
-    "verdict", "reference_acc", "p_tost", "mcnemar_p", "val_acc_mean", "note",
+    "model", "cell", "factor", "level", "n_seeds", "test_acc_mean", "test_acc_std", "diff", "ci_low", "ci_high", "p", "q", "q_holm",
+    "q_tost_holm", "rci_low", "rci_high", "verdict", "stage", "seeds_needed", "seeds_needed_detect", "seeds_needed_reference",
+    "seeds_needed_equivalent", "reason", "reference_acc", "mcnemar_p", "val_acc_mean", "note",
 ]
-HEADER = ["cell", "factor", "n", "test acc % (mean ± std)", "Δ pp [95% CI]", "p", "p_holm", "verdict", "val acc %", "reference %", "note"]
+MORE = f"more than {MOST_SEEDS}"
 
 
 def _num(value: float | None, signed: bool = False, digits: int = 2) -> str:
@@ -26,130 +66,346 @@ def _p(value: float | None) -> str:
     return "<1e-300" if value == 0 else f"{value:.2g}"
 
 
-def display(row: study.Row) -> list[str]:
-    diff = "—" if row.diff is None else f"{_num(row.diff, True)}"
-    if row.ci_low is not None:
-        diff += f" [{_num(row.ci_low, True)}, {_num(row.ci_high, True)}]"
+def _interval(low: float | None, high: float | None) -> str:
+    return "—" if low is None else f"[{_num(low, True)}, {_num(high, True)}]"
+
+
+def _needed(row: Row) -> str:
+    if row.verdict in DECIDED or row.verdict in ("reference", "too few seeds"):
+        return "—"
+    return str(row.seeds_needed) if row.seeds_needed is not None else MORE
+
+
+def _row(ev: Evidence, cell: CellRuns) -> Row:
+    test = [100 * r.test_acc for r in cell.by_seed.values()]
+    mean, std = stats.mean_std(test)
+    val_mean, _ = stats.mean_std([100 * r.val_acc for r in cell.by_seed.values()])
+    row = Row(ev.model, cell.cell, cell.factor, cell.level, len(test), mean, std, val_mean, cell.reference_acc, note="; ".join(cell.left_out))
+    if cell.cell == BASELINE:
+        return row
+    base = ev.cells[BASELINE]
+    seeds = paired(base, cell)
+    diffs = [100 * (cell.by_seed[s].test_acc - base.by_seed[s].test_acc) for s in seeds]
+    row.mcnemar_p = [stats.mcnemar_exact(*stats.discordant(base.by_seed[s].correct, cell.by_seed[s].correct)) for s in seeds]
+    if len(diffs) >= 2:
+        plain = stats.paired_t(diffs, ev.margin)
+        row.diff, row.ci_low, row.ci_high, row.p = plain.diff, plain.ci_low, plain.ci_high, plain.p
+    elif diffs:
+        row.diff = diffs[0]
+    _decided(row, ev.outcome.decisions[cell.cell])
+    return row
+
+
+def _decided(row: Row, d: Decision) -> None:
+    row.q, row.q_holm, row.q_tost_holm, row.verdict, row.stage, row.reason = d.q, d.q_holm, d.q_tost_holm, d.verdict, d.stage, d.reason
+    if d.rci is not None:
+        row.rci_low, row.rci_high = float(d.rci[0]), float(d.rci[1])
+    row.seeds_needed, row.seeds_needed_detect = d.seeds_needed, d.seeds_needed_detect
+    row.seeds_needed_reference, row.seeds_needed_equivalent = d.seeds_needed_reference, d.seeds_needed_equivalent
+    if row.verdict == "equivalent" and d.q_holm is not None and d.q_holm < ALPHA:
+        row.note = "; ".join(filter(None, [row.note, "consistently different from the baseline, but by less than the margin"]))
+
+
+def rows(ev: Evidence) -> list[Row]:
+    return [_row(ev, ev.cells[name]) for name in ev.order]
+
+
+def display(row: Row, sequential: bool) -> list[str]:
     note = row.note
-    if row.cell == study.COMBINED:
+    if row.cell == COMBINED:
         note = "; ".join(filter(None, [f"ran {row.level.replace('+', ' + ')}", note]))
     if row.verdict == "too few seeds" and row.mcnemar_p:
         note = "; ".join(filter(None, [f"McNemar p per seed (test-set sampling only): {', '.join(_p(p) for p in row.mcnemar_p)}", note]))
-    return [
-        row.cell, row.factor, str(row.n_seeds), f"{_num(row.test_acc_mean)} ± {_num(row.test_acc_std)}", diff, _p(row.p),
-        _p(row.p_holm), row.verdict, _num(row.val_acc_mean), _num(row.reference_acc), note,
-    ]
+    if row.reason and row.verdict not in ("better", "worse"):
+        note = "; ".join(filter(None, [row.reason, note]))
+    test = f"{_num(row.test_acc_mean)} ± {_num(row.test_acc_std)}"
+    if sequential:
+        return [row.cell, row.factor, str(row.n_seeds), test, _num(row.diff, True), _interval(row.rci_low, row.rci_high), _p(row.p),
+                _p(row.q_holm), row.verdict, "—" if row.stage is None else str(row.stage), _needed(row), _num(row.val_acc_mean),
+                _num(row.reference_acc), note]
+    diff = _num(row.diff, True) + ("" if row.ci_low is None else f" {_interval(row.ci_low, row.ci_high)}")
+    return [row.cell, row.factor, str(row.n_seeds), test, diff, _p(row.p), _p(row.q_holm), row.verdict, _needed(row),
+            _num(row.val_acc_mean), _num(row.reference_acc), note]
 
 
-def csv_row(row: study.Row) -> dict[str, object]:
+def header(sequential: bool) -> list[str]:
+    if sequential:
+        return ["cell", "factor", "n", "test acc % (mean ± std)", "Δ pp", "95% repeated CI", "p", "q_holm", "verdict", "stage",
+                "seeds needed", "val acc %", "reference %", "note"]
+    return ["cell", "factor", "n", "test acc % (mean ± std)", "Δ pp [95% CI]", "p", "p_holm", "verdict", "seeds needed", "val acc %",
+            "reference %", "note"]
+
+
+def csv_row(row: Row) -> dict[str, object]:
     values = {c: getattr(row, c) for c in CSV_COLUMNS if c != "mcnemar_p"}
     values["mcnemar_p"] = " ".join(f"{p:.4g}" for p in row.mcnemar_p)
+    if row.seeds_needed is None and _needed(row) == MORE:
+        values["seeds_needed"] = MORE
     return {c: values[c] for c in CSV_COLUMNS}
 
 
-def footnote(rows: list[study.Row], margin: float) -> str:
-    tested = sum(r.p_holm is not None for r in rows)
-    return (
+def footnote(ev: Evidence, table_rows: list[Row]) -> str:
+    tested = sum(r.q_holm is not None for r in table_rows)
+    common = (
         "Δ: the cell's test accuracy minus the baseline's, per training seed (both trained with that seed), averaged over the "
-        "seeds the two share; the 95% CI is a t interval over those per-seed differences and p a two-sided paired t-test, so "
-        "they cover seed-to-seed training variation on this fixed test set, not the sampling of the test set itself. "
-        f"p_holm: Holm-adjusted over the {tested} comparisons with at least {MIN_SEEDS} paired seeds in this table. "
-        f"Verdicts: better/worse if p_holm < {ALPHA}; equivalent if TOST puts the mean difference within ±{margin:g} points "
-        f"(Holm-adjusted p < {ALPHA}); identical if both made the same prediction on every test image for every seed; "
-        f"too few seeds below {MIN_SEEDS} paired seeds; otherwise inconclusive. val acc: mean validation accuracy at the "
-        "cell's last epoch, which is what the combination is chosen on. reference: the study's own published figure, "
-        "where it gave one.\n"
+        "seeds the two share; p: a two-sided paired t-test over those seeds (what a reader recomputes from the export). They cover "
+        "seed-to-seed training variation on this fixed test set, not the sampling of the test set itself. "
+    )
+    needed = (
+        f"seeds needed: for a cell without a verdict, the paired seeds at which a test at the level it now faces would have 80% "
+        f"power to show its observed Δ, or TOST to show equivalence within ±{ev.margin:g} points were the true Δ zero, whichever is "
+        f"fewer (noncentral t, from the SD of its per-seed differences; {MORE} where neither is within {MOST_SEEDS}). "
+    )
+    verdicts = (
+        f"Verdicts: better/worse if q_holm < {ALPHA}; equivalent if TOST puts Δ within ±{ev.margin:g} points (Holm-adjusted "
+        f"< {ALPHA}); identical if both made the same prediction on every test image for every seed. "
+    )
+    if ev.design is None:
+        return (
+            common + f"95% CI: a t interval over the per-seed differences. p_holm: Holm-adjusted over the {tested} comparisons with "
+            f"at least {MIN_SEEDS} paired seeds. " + verdicts + f"too few seeds below {MIN_SEEDS} paired seeds; otherwise "
+            "inconclusive. " + needed + "val acc: mean validation accuracy at the cell's last epoch, which is what the combination "
+            "is chosen on. reference: the study's own published figure, where it gave one.\n"
+        )
+    looks = ", ".join(map(str, ev.design.looks()))
+    return (
+        common + f"Sequential design (seeds: {ev.design.describe()}; looks at {looks} paired seeds): after each stage a cell with a "
+        "verdict gets no more seeds, and a cell whose seeds needed exceed max stops (futile). q_holm: the design's sequential "
+        f"p-value (how unlikely, with no effect, so low a weighted minimum p over the looks would be), Holm-adjusted over the "
+        f"{tested} comparisons; it controls false verdicts over the whole procedure (results/stats/sequential.md). 95% repeated "
+        "CI: at the cell's last look, wide enough that every look's interval covers the true Δ at once with 95%. stage: the stage "
+        "that decided or stopped the cell. " + verdicts + "futile: more seeds than max would be needed; undecided: max reached. "
+        + needed + "val acc: mean validation accuracy at the cell's last epoch, which is what the combination is chosen on "
+        "(with a design: on the first stage's seeds). reference: the study's own published figure, where it gave one.\n"
     )
 
 
-def choice_section(cells: dict[str, study.CellRuns], results: list[Result], factors: list[str], strict: bool) -> str:
+# ----- secondary comparisons: the combination against its best part, ordered levels against each other -----
+
+
+def secondary(ev: Evidence) -> list[Row]:
+    """Their own Holm family, tested the way the design tests (sequentially if it has stages), without stopping anything."""
+    pairs = []
+    combined = ev.cells.get(COMBINED)
+    if combined is not None:
+        parts = [ev.cells[c] for c in combined.level.split("+") if c in ev.cells]
+        if parts:
+            best = max(parts, key=lambda c: stats.mean_std([r.val_acc for r in c.by_seed.values()])[0])
+            pairs.append((best, combined, f"combined vs {best.cell} (its best part on validation)"))
+    for factor in ev.record.ordered:
+        levels = [ev.cells[c] for c in ev.order if c in ev.cells and ev.cells[c].factor == factor]
+        pairs += [(low, high, f"{high.cell} vs {low.cell}") for low, high in zip(levels, levels[1:])]
+    comparisons = [comparison(name, low, high) for low, high, name in pairs]
+    outcome = decide(comparisons, ev.design, ev.margin, stopping=False)
+    found = []
+    for (_, high, name), c in zip(pairs, comparisons):
+        row = Row(ev.model, name, "secondary", high.level, len(c.diffs), float("nan"), float("nan"), float("nan"), None)
+        if len(c.diffs) >= 2:
+            plain = stats.paired_t(c.diffs, ev.margin)
+            row.diff, row.ci_low, row.ci_high, row.p = plain.diff, plain.ci_low, plain.ci_high, plain.p
+        _decided(row, outcome.decisions[name])
+        found.append(row)
+    return found
+
+
+def secondary_section(ev: Evidence, found: list[Row]) -> str:
+    if not found:
+        return ""
+    sequential = ev.design is not None
+    table = [
+        {"secondary comparison": r.cell, "n": r.n_seeds, "Δ pp": _num(r.diff, True),
+         ("95% repeated CI" if sequential else "95% CI"): _interval(r.rci_low, r.rci_high) if sequential else _interval(r.ci_low, r.ci_high),
+         "p": _p(r.p), "q_holm" if sequential else "p_holm": _p(r.q_holm), "verdict": r.verdict}
+        for r in found
+    ]
+    return (
+        "Secondary comparisons (their own Holm family, on the seeds both cells have; they stop no cell): the combined cell against "
+        "the level it contains that scored best on validation, and each ordered factor's levels against the next.\n\n"
+        f"{markdown_table(table)}\n"
+    )
+
+
+# ----- the choice on validation and what to run next -----
+
+
+def choice_section(ev: Evidence, strict: bool) -> str:
     """The combination chosen on validation, the study's own beside it, and the command that runs it."""
-    picks = study.choose(cells, factors, strict)
     rule = "a significant gain (paired t on val acc over seeds, Holm over the factors)" if strict else "any gain"
+    seeds = ev.choice_seeds()
+    on = f" on the first stage's seeds ({', '.join(map(str, seeds))})" if seeds is not None else ""
     lines = [
-        f"Combination chosen on validation: per factor, the level with the highest mean val acc at its last epoch, kept if it "
+        f"Combination chosen on validation{on}: per factor, the level with the highest mean val acc at its last epoch, kept if it "
         f"beats the baseline's by {rule}. The test set plays no part in the choice.\n",
         markdown_table([
             {"factor": p.factor, "best on validation": p.best, "Δ val acc pp": _num(p.gain, True), "p_holm (val)": _p(p.p_holm),
              "chosen": "yes" if p.level else "no"}
-            for p in picks
+            for p in ev.picks
         ]),
     ]
-    chosen = [p.level for p in picks if p.level]
-    last = results[-1]
-    if last.study_choice:
-        reference = f" (it reported {last.study_choice_acc:.2f}%)" if last.study_choice_acc is not None else ""
-        lines.append(f"The study's own choice: {' + '.join(last.study_choice)}{reference}.\n")
-    if chosen:
-        seeds = sorted(cells[study.BASELINE].by_seed)
-        lines.append(f"The combined cell ({' + '.join(chosen)}):\n\n    {study.combined_command(last.command, chosen, seeds)}\n")
+    own = ev.record.choice
+    if own.levels:
+        reference = f" (it reported {own.reference_acc:.2f}%)" if own.reference_acc is not None else ""
+        lines.append(f"The study's own choice: {' + '.join(own.levels)}{reference}.\n")
+    chosen = ev.chosen
+    ran = ev.cells.get(COMBINED)
+    if len(chosen) == 1 and ran is None:
+        lines.append(f"Validation chose one level, {chosen[0]}: that cell is the combination, so no combined cell is run.\n")
+    elif chosen and ran is None:
+        run_on = seeds if seeds is not None else ev.cells[BASELINE].seeds()
+        lines.append(f"The combined cell ({' + '.join(chosen)}):\n\n    {command_line(ev.record.command, run_on, combine=chosen)}\n")
+    elif chosen:
+        lines.append(f"The combined cell ran {ran.level.replace('+', ' + ')}.\n")
+        if sorted(ran.level.split("+")) != sorted(chosen):
+            lines.append(f"That is not the combination chosen here ({' + '.join(chosen)}).\n")
     else:
         lines.append("No level beat the baseline on validation: the combination is the baseline itself.\n")
-    ran = cells.get(study.COMBINED)
-    if ran is not None and chosen and sorted(ran.level.split("+")) != sorted(chosen):
-        lines.append(f"The combined row ran {ran.level}, not the combination chosen here.\n")
     return "\n".join(lines)
 
 
-def factor_figures(cells: dict[str, study.CellRuns], factors: list[str], path_for) -> list[Path]:
-    """Per factor, the levels' validation curves (mean over seeds) against the baseline's."""
+def shared_cells(ev: Evidence, cell: str) -> list[str]:
+    """`cell` and the cells read from the same runs (e.g. baseline, epochs10 and epochs20 from one 20-epoch run)."""
+    runs = {r.run_id for r in ev.cells[cell].by_seed.values()}
+    return [c for c in ev.order if c != COMBINED and runs & {r.run_id for r in ev.cells[c].by_seed.values()}]
 
-    def mean_curves(cell: study.CellRuns) -> dict[str, list[float]]:
-        per_seed = [r.curves for r in cell.by_seed.values()]
-        length = min(len(c["val/acc"]) for c in per_seed)
-        return {k: [sum(c[k][i] for c in per_seed) / len(per_seed) for i in range(length)] for k in per_seed[0]}
 
+def next_stage_section(ev: Evidence) -> str:
+    outcome = ev.outcome
+    if ev.design is None:
+        return ""
+    if outcome.next_seeds is None:
+        return f"Every cell is decided or stopped after stage {outcome.stages_done}: the study is complete.\n"
+    have = len(ev.cells[BASELINE].by_seed)
+    seeds = list(range(min(have, outcome.next_seeds) if outcome.stages_done else 0, outcome.next_seeds))
+    opened = outcome.open_cells or [c for c in outcome.decisions]
+    cells = [c for c in ev.order if any(c in shared_cells(ev, o) for o in opened if o != COMBINED)]
+    cells = list(dict.fromkeys([*shared_cells(ev, BASELINE), *cells]))
+    stage = outcome.stages_done + 1
+    lines = [f"Stage {stage} runs seeds {', '.join(map(str, seeds))} of the open cells ({', '.join(opened)}) and the baseline they pair "
+             "with. The study's sweep command continues by itself; by hand:\n"]
+    lines.append(f"    {command_line(ev.record.command, seeds, cells=cells)}")
+    if COMBINED in opened and ev.cells.get(COMBINED) is not None:
+        lines.append(f"    {command_line(ev.record.command, seeds, combine=ev.cells[COMBINED].level.split('+'))}")
+    return "\n".join(lines) + "\n"
+
+
+# ----- files -----
+
+
+def factor_figures(ev: Evidence, path_for) -> list[Path]:
+    """Per factor, the levels' validation curves against the baseline's: each seed thin, the mean thick."""
     files = []
-    for factor in factors:
-        members = [c for c in cells.values() if c.factor in (factor, study.BASELINE)]
+    for factor in [*ev.factors, *([COMBINED] if COMBINED in ev.cells else [])]:
+        members = [ev.cells[c] for c in ev.order if ev.cells[c].factor in (factor, BASELINE)]
         # Longest first: a cell read earlier from the same run is drawn on top of the part it shares.
         members.sort(key=lambda c: -min(len(r.curves["val/acc"]) for r in c.by_seed.values()))
         if len(members) > 1:
             files.append(path_for(factor))
-            curves = {f"{c.cell} (n={len(c.by_seed)})": mean_curves(c) for c in members}
-            plots.learning_curves(curves, files[-1], title=f"{factor}: validation curves, mean over seeds")
+            curves = {f"{c.cell} (n={len(c.by_seed)})": [r.curves for r in c.by_seed.values()] for c in members}
+            plots.seed_curves(curves, files[-1], title=f"{ev.model}, {factor}: validation curves (each seed thin, the mean thick)")
     return files
 
 
-def study_tables(results: list[Result], out_dir: Path, name: str | None, command: str, strict: bool, margin: float | None) -> list[Path]:
-    """One table per (study, model): Markdown, CSV, LaTeX, per-factor figures; printed too."""
-    groups: dict[tuple[str, str], list[Result]] = {}
-    for result in sorted(results, key=lambda r: r.start_time):
-        groups.setdefault((result.study, result.model), []).append(result)
-    several = len({s for s, _ in groups}) > 1
-    files = []
-    for (study_name, model), members in sorted(groups.items()):
-        stem = "_".join([name or study_name, study_name, model] if several else [name or study_name, model])
-        files += one_table(members, out_dir, stem, command, strict, margin if margin is not None else members[-1].margin)
-    return files
-
-
-def _order(results: list[Result]) -> tuple[list[str], list[str]]:
-    """Cells and factors in the order they were first run (the study file's), baseline first, combined last."""
-    cells, factors = [study.BASELINE], []
-    for r in results:
-        if r.factor in (study.BASELINE, study.COMBINED):
-            continue
-        factors += [r.factor] if r.factor not in factors else []
-        cells += [r.cell] if r.cell not in cells else []
-    return [*cells, study.COMBINED], factors
-
-
-def one_table(results: list[Result], out_dir: Path, stem: str, command: str, strict: bool, margin: float) -> list[Path]:
-    model, study_name = results[-1].model, results[-1].study
-    cells = study.gather(results)
-    order, factors = _order(results)
-    rows = study.table(model, cells, order, margin)
+def per_seed(ev: Evidence, stem: str, out_dir: Path) -> tuple[str, list[Path]]:
+    """Every seed of every cell with its difference from the baseline, the mean curves, and the training time."""
+    base = ev.cells[BASELINE].by_seed
+    seeds_rows, curve_rows = [], []
+    for name in ev.order:
+        cell = ev.cells[name]
+        for seed, r in cell.by_seed.items():
+            diff = 100 * (r.test_acc - base[seed].test_acc) if seed in base and name != BASELINE else None
+            seeds_rows.append({"cell": name, "seed": seed, "stage": "" if r.stage is None else r.stage, "test acc %": f"{100 * r.test_acc:.2f}",
+                               "Δ pp": "" if diff is None else f"{diff:+.2f}", "val acc %": f"{100 * r.val_acc:.2f}", "epochs": r.epochs,
+                               "seconds": f"{r.seconds:.0f}", "run": r.run_id[:8]})
+        length = min(len(r.curves["val/acc"]) for r in cell.by_seed.values())
+        for epoch in range(length):
+            acc = [r.curves["val/acc"][epoch] for r in cell.by_seed.values()]
+            loss = [r.curves["val/loss"][epoch] for r in cell.by_seed.values()]
+            curve_rows.append({"cell": name, "epoch": epoch + 1, "n": len(acc), "val acc % (mean)": f"{100 * sum(acc) / len(acc):.2f}",
+                               "val loss (mean)": f"{sum(loss) / len(loss):.4f}"})
+    runs: dict[str, tuple[bool, float]] = {}
+    for cell in ev.cells.values():
+        for r in cell.by_seed.values():
+            seconds = max(r.seconds, runs.get(r.run_id, (False, 0.0))[1])
+            runs[r.run_id] = (cell.cell == COMBINED, seconds)  # a run read at several epochs counts once, at its longest
+    minutes = [sum(s for combined, s in runs.values() if combined == kind) / 60 for kind in (False, True)]
+    files = [out_dir / f"{stem}_seeds.csv", out_dir / f"{stem}_curves.csv"]
+    write_csv(seeds_rows, files[0])
+    write_csv(curve_rows, files[1])
     text = (
-        f"# {study_name}: {model}\n\nMade by `{command}`.\n\n"
-        f"{markdown_table([dict(zip(HEADER, display(r))) for r in rows])}\n{footnote(rows, margin)}\n"
-        f"{choice_section(cells, results, factors, strict)}"
+        f"Per seed ({files[0].name}):\n\n{markdown_table(seeds_rows)}\nMean validation curves ({files[1].name}):\n\n"
+        f"{markdown_table(curve_rows)}\nTraining time, each run counted once: {minutes[0]:.1f} min for the cells, "
+        f"{minutes[1]:.1f} min for the combined cell ({len(runs)} runs).\n"
+    )
+    return text, files
+
+
+def one_table(studied: Studied, results: list[Result], out_dir: Path, stem: str, command: str, options) -> tuple[list[Path], Evidence]:
+    record = studied.records[results[-1].run_id]
+    ev = evidence(results, record, options.strict, options.margin, options.design)
+    sequential = ev.design is not None
+    table_rows = rows(ev)
+    more = secondary(ev)
+    text = (
+        f"# {record.study}: {ev.model}\n\nMade by `{command}`.\n\n"
+        f"{markdown_table([dict(zip(header(sequential), display(r, sequential))) for r in table_rows])}\n{footnote(ev, table_rows)}\n"
+        f"{secondary_section(ev, more)}{choice_section(ev, options.strict)}\n{next_stage_section(ev)}\n"
+        f"The table's sweep: `{shlex.join(['python', '-m', 'fmnist.run', '-m', *record.command])}`.\n"
     )
     files = [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex"]
+    write_csv([csv_row(r) for r in [*table_rows, *more]], files[1])
+    width = 9 if sequential else 8
+    caption = f"{record.study} for {ev.model}: test accuracy over seeds and paired differences against the baseline"
+    files[2].write_text(latex_table(header(sequential)[:width], [display(r, sequential)[:width] for r in table_rows], caption, "l" * width))
+    files += factor_figures(ev, lambda factor: out_dir / f"{stem}_{factor}.png")
+    if options.per_seed:
+        seeds_text, seed_files = per_seed(ev, stem, out_dir)
+        text += f"\n{seeds_text}"
+        files += seed_files
     files[0].write_text(text)
-    write_csv([csv_row(r) for r in rows], files[1])
-    caption = f"{study_name} for {model}: test accuracy over seeds and paired differences against the baseline"
-    files[2].write_text(latex_table(HEADER[:9], [display(r)[:9] for r in rows], caption, "llrrlrrlr"))
-    files += factor_figures(cells, factors, lambda factor: out_dir / f"{stem}_{factor}.png")
     print(text)
+    return files, ev
+
+
+def forest_panel(label: str, ev: Evidence, table_rows: list[Row]) -> plots.ForestPanel:
+    base = next(r for r in table_rows if r.cell == BASELINE)
+    sequential = ev.design is not None
+    entries = []
+    for r in table_rows:
+        if r.cell == BASELINE or r.diff is None:
+            continue
+        low, high = (r.rci_low, r.rci_high) if sequential else (r.ci_low, r.ci_high)
+        reference = None if r.reference_acc is None or base.reference_acc is None else r.reference_acc - base.reference_acc
+        entries.append(plots.ForestEntry(f"{r.cell} (n={r.n_seeds})", r.diff, low, high, r.verdict, reference))
+    interval = "95% repeated CI" if sequential else "95% CI"
+    return plots.ForestPanel(label, entries, ev.margin, interval)
+
+
+@dataclass
+class Options:
+    strict: bool = False  # choose only levels with a significant gain on validation
+    margin: float | None = None  # None: the study's
+    design: SeedsDesign | None = ...  # ...: the study's
+    per_seed: bool = False
+
+
+def study_tables(studied: Studied, out_dir: Path, name: str | None, command: str, options: Options) -> list[Path]:
+    """One table per (study, model, table): Markdown, CSV, LaTeX, figures; printed too; and a forest plot per study."""
+    groups: dict[tuple[str, str, str], list[Result]] = {}
+    for result in sorted(studied.results, key=lambda r: r.start_time):
+        groups.setdefault((result.study, result.model, result.table), []).append(result)
+    studies = {s for s, _, _ in groups}
+    several = len(studies) > 1
+    files, by_study = [], {}
+    for (study_name, model, _), members in sorted(groups.items()):
+        stem = "_".join([name or study_name, study_name, model] if several else [name or study_name, model])
+        if sum(1 for s, m, _ in groups if (s, m) == (study_name, model)) > 1:
+            stem += f"_{members[-1].table[:6]}"
+        made, ev = one_table(studied, members, out_dir, stem, command, options)
+        files += made
+        by_study.setdefault(study_name, []).append((stem.removeprefix(f"{name or study_name}_"), ev, rows(ev)))
+    for study_name, panels in sorted(by_study.items()):
+        path = out_dir / f"{'_'.join([name or study_name, study_name] if several else [name or study_name])}_forest.png"
+        plots.forest([forest_panel(label, ev, table_rows) for label, ev, table_rows in panels], path,
+                     title=f"{study_name}: each cell against its baseline")
+        files.append(path)
     return files

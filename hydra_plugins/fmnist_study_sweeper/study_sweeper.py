@@ -1,22 +1,47 @@
 """Hydra sweeper for `study=<name>`: the study's one-factor-at-a-time cells, crossed with the command line.
 
-A thin adapter: the design comes from `fmnist.study.jobs`. Hydra 1.3 instantiates sweepers only from
-the `hydra_plugins` namespace package, hence this file. Batching, launching (basic, joblib, submitit,
-Slurm) and the checks of each job's config are BasicSweeper's.
+A study that declares `seeds` (fmnist/sequential.py) runs stage after stage in this one command:
+stage 1's seeds of every cell, then the combined cell chosen on validation, then more seeds of the
+cells still open, until nothing is open or `max` is reached. Results already in the store, or in
+the exports named by `exports=`, count: a second invocation continues where the first stopped. With
+`seed=...` on the command line (or no design) it is one fixed sweep over those seeds.
+
+The design comes from `fmnist.study.jobs` and the decisions from `fmnist.evidence`. Hydra 1.3
+instantiates sweepers only from the `hydra_plugins` namespace package, hence this file. Launching
+(basic, joblib, submitit, Slurm) and the checks of each job's config are BasicSweeper's.
 """
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import CompactHydraException, HydraException
 from omegaconf import OmegaConf, open_dict, read_write
 
 from fmnist.config import validate
-from fmnist.errors import ConfigError
-from fmnist.identity import semantic_params
-from fmnist.study import Composed, StudyConfig, cells, check_command_line, jobs, override_key
+from fmnist.errors import ConfigError, UserError
+from fmnist.evidence import Evidence, evidence
+from fmnist.identity import semantic_params, settings_id
+from fmnist.results import Studied, read_export
+from fmnist.study import (
+    BASELINE,
+    COMBINED,
+    Composed,
+    Job,
+    StudyConfig,
+    StudyRecord,
+    cells,
+    check_command_line,
+    jobs,
+    override_key,
+    table_of,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,39 +58,69 @@ class StudyError(CompactHydraException):
     """Hydra prints a compact exception as its message alone, without a stack trace."""
 
 
+@dataclass
+class Table:
+    """One table of a sequential sweep: a combination of the command line's other overrides (e.g. one model)."""
+
+    combo: list[str]
+    jobs: list[Job]  # every cell's job, cells read from one run sharing it
+    table: str  # its identity (the baseline run's settings)
+
+
 class StudySweeper(BasicSweeper):
-    def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
+    def _study(self, overrides: list[Override]) -> StudyConfig:
         try:
             study: StudyConfig = OmegaConf.to_object(self.config.study)
         except Exception as err:
-            raise StudyError(f"the study file is not valid: {str(err).splitlines()[0]}") from None
+            cause = err.__cause__ or err.__context__
+            message = str(cause) if isinstance(cause, UserError) else str(err).splitlines()[0]
+            raise StudyError(f"the study file is not valid: {message}") from None
         if study.name is None:
             raise StudyError("hydra/sweeper=fmnist_study needs a study: add study=<name> (the files in conf/study/)")
         try:
             check_command_line(study, [o.get_key_element() for o in overrides])
         except ConfigError as err:
             raise StudyError(str(err)) from None
+        return study
+
+    def sweep(self, arguments: list[str]):
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+        study = self._study(overrides)
+        if study.seeds is None or study.cells or study.combine or any(o.get_key_element() == "seed" for o in overrides):
+            return super().sweep(arguments)  # a fixed sweep: split_arguments below
+        return self._stages(study, overrides)
+
+    # ----- a fixed sweep: the cells over the seeds given -----
+
+    def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
+        study = self._study(overrides)
         combos = BasicSweeper.split_arguments(overrides, None)[0]
-        plans: dict[tuple, list] = {}
+        plans: dict[tuple, tuple[list[Job], str]] = {}
         batch = []
         for combo in combos:
             # The design can only depend on what the cells compute; seeds share one plan.
             key = tuple(o for o in combo if override_key(o) != "seed")
             if key not in plans:
                 plans[key] = self._plan(study, combo)
-            batch += [[*combo, *job.study_overrides()] for job in plans[key]]
+            planned, table = plans[key]
+            batch += [[*combo, *job.study_overrides(table)] for job in planned]
         size = max_batch_size or len(batch)
         return [batch[i : i + size] for i in range(0, len(batch), size)]
 
-    def _plan(self, study: StudyConfig, combo: list[str]):
-        composed = {cell: self._compose(study, cell, combo) for cell in cells(study)}
+    def _plan(self, study: StudyConfig, combo: list[str]) -> tuple[list[Job], str]:
+        """The jobs of the cells this sweep runs, and the table they belong to (from every cell of the design)."""
+        whole = replace(study, cells=[], combine=[])
+        composed = {cell: self._compose(whole, cell, combo) for cell in cells(whole)}
+        if study.combine:
+            composed[COMBINED] = self._compose(study, COMBINED, combo)
         try:
-            return jobs(study, composed)
+            return jobs(study, composed), table_of(study, composed)
         except ConfigError as err:
             raise StudyError(str(err)) from None
 
     def _compose(self, study: StudyConfig, cell: str, combo: list[str]) -> Composed:
-        """One cell's config as its job will see it: semantic params (study keys aside) and schedule."""
+        """One cell's config as its job will see it: semantic params (study keys aside), schedule and settings."""
         overrides = [*combo, *study.level(cell).overrides]
         try:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
@@ -74,5 +129,124 @@ class StudySweeper(BasicSweeper):
             settings = validate(cfg)
         except (ConfigError, HydraException) as err:
             raise StudyError(f"study {study.name}, cell '{cell}' ({' '.join(study.level(cell).overrides) or 'no overrides'}): {err}") from None
-        params = {k: v for k, v in semantic_params(OmegaConf.to_container(cfg, resolve=True)).items() if not k.startswith("study.")}
-        return Composed(params, settings.schedule)
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        params = {k: v for k, v in semantic_params(plain).items() if not k.startswith("study.")}
+        return Composed(params, settings.schedule, settings_id(plain))
+
+    # ----- a sequential sweep: stage after stage -----
+
+    def _stages(self, study: StudyConfig, overrides: list[Override]):
+        tables = []
+        for combo in BasicSweeper.split_arguments(overrides, None)[0]:
+            planned, table = self._plan(study, combo)
+            tables.append(Table(combo, planned, table))
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        store = _Results(self.config, study)
+        returns, job_index, last_counts = [], 0, None
+        while True:
+            batch, counts = [], []
+            for t in tables:
+                ev = store.evidence(t, study)
+                batch += self._next(study, t, ev)
+                counts.append(store.count(t))
+            if not batch:
+                break
+            if counts == last_counts:
+                raise StudyError(
+                    f"study {study.name}: the last stage's jobs finished but added no results to the table (were they skipped as "
+                    "runs of another commit? then add rerun_on_code_change=true); stopping instead of running them again"
+                )
+            last_counts = counts
+            self.validate_batch_is_legal(batch)
+            results = self.launcher.launch(batch, initial_job_idx=job_index)
+            for r in results:
+                _ = r.return_value  # a failed job raises here: the next stage needs its result
+            job_index += len(batch)
+            returns.append(results)
+        for t in tables:
+            ev = store.evidence(t, study)
+            if ev is not None:
+                log.info(_summary(ev, t))
+        return returns
+
+    def _next(self, study: StudyConfig, t: Table, ev: Evidence | None) -> list[list[str]]:
+        """The jobs the table needs next: stage 1's cells, then its combined cell, then the open cells' next seeds."""
+        have = {c: set(runs.by_seed) for c, runs in ev.cells.items()} if ev else {}
+        done = ev.outcome.stages_done if ev else 0
+        if done == 0:
+            first = list(range(study.seeds.first))
+            batch = _missing(t, t.jobs, first, have, stage=1)
+            if not batch and ev is not None and ev.combination:
+                batch = self._combined(study, t, ev, first, stage=1)
+            return batch
+        target = ev.outcome.next_seeds
+        if target is None:
+            return []
+        wanted = {BASELINE, *ev.outcome.open_cells}
+        batch = _missing(t, [job for job in t.jobs if set(job.readings) & wanted], list(range(target)), have, done + 1)
+        if COMBINED in wanted:
+            batch += self._combined(study, t, ev, list(range(target)), done + 1)
+        return batch
+
+    def _combined(self, study: StudyConfig, t: Table, ev: Evidence, seeds: list[int], stage: int) -> list[list[str]]:
+        chosen = ev.combination
+        ran = ev.cells.get(COMBINED)
+        if ran is not None:
+            chosen = ran.level.split("+")  # the combination was chosen once, on the first stage
+        combined = replace(study, combine=chosen)
+        planned, _ = self._plan(combined, t.combo)
+        have = set(ran.by_seed) if ran is not None else set()
+        choice = f"study.combine=[{','.join(chosen)}]"
+        return [[*t.combo, choice, *job.study_overrides(t.table, stage), f"seed={seed}"] for job in planned for seed in seeds
+                if seed not in have]
+
+
+class _Results:
+    """The table's finished results so far: in the store (read once per run) and in the exports named by `exports=`."""
+
+    def __init__(self, config, study: StudyConfig):
+        from fmnist.bookkeeping import OPEN_SWEEP  # the parent run's tracker, opened by fmnist.run.PrepareStore
+        from fmnist.tracking import Tracker, resolve_uri
+
+        base = Path(config.hydra.runtime.cwd)
+        self.tracker = OPEN_SWEEP.get("tracker") or Tracker(resolve_uri(config.tracking.uri, base), config.tracking.experiment)
+        self.study = study
+        self.read: dict[str, Studied] = {}
+        self.exported = Studied([], {})
+        for path in config.exports:
+            self.exported = self.exported + read_export(Path(base, path))
+
+    def _studied(self, table: str) -> Studied:
+        from fmnist.tracking import STUDY_TAG, TABLE_TAG
+
+        found = Studied([r for r in self.exported.results if r.study == self.study.name and r.table == table], self.exported.records)
+        query = f"tags.`{STUDY_TAG}` = '{self.study.name}' and tags.`{TABLE_TAG}` = '{table}' and attributes.status = 'FINISHED'"
+        for run in self.tracker.runs(query):
+            if run.run_id not in self.read:
+                self.read[run.run_id] = self.tracker.read_results(run)
+            found = found + self.read[run.run_id]
+        return found
+
+    def count(self, t: Table) -> int:
+        return len(self._studied(t.table).results)
+
+    def evidence(self, t: Table, study: StudyConfig) -> Evidence | None:
+        found = self._studied(t.table)
+        if not any(r.cell == BASELINE for r in found.results):
+            return None
+        ordered = sorted(found.results, key=lambda r: r.start_time)
+        facts = StudyRecord(study.name, t.table, (), study.choice, study.margin, study.seeds, tuple(study.ordered), None, tuple(t.combo))
+        return evidence(ordered, facts)
+
+
+def _missing(t: Table, planned: list[Job], seeds: list[int], have: dict[str, set[int]], stage: int) -> list[list[str]]:
+    """A job per (run, seed) that some cell it stands for still lacks."""
+    return [[*t.combo, *job.study_overrides(t.table, stage), f"seed={seed}"] for job in planned for seed in seeds
+            if any(seed not in have.get(c, ()) for c in job.readings)]
+
+
+def _summary(ev: Evidence, t: Table) -> str:
+    decided = ", ".join(f"{name}: {d.verdict}" + (f" (stage {d.stage})" if d.stage else "") for name, d in ev.outcome.decisions.items())
+    return f"study {ev.record.study} {' '.join(t.combo)}: {ev.outcome.stages_done} stage(s); {decided}"
