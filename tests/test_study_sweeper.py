@@ -1,9 +1,6 @@
 """`study=<name>` end to end: real Hydra with the study sweeper plugin, a real store, real data (a subset)."""
 
 import csv
-import shlex
-import subprocess
-import sys
 
 import pytest
 
