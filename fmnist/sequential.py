@@ -265,13 +265,18 @@ def decide(comparisons: list[Comparison], design: SeedsDesign | None, margin: fl
                 d.verdict, d.stage = "futile", done
                 d.reason = f"80% power either way needs {count} seeds, more than max ({design.max})"
                 running.remove(name)
+    for name in running:  # the same predictions as the baseline is a fact, not a test: shown before its stage ends
+        c = family.by_name[name]
+        if family.decisions[name].verdict == "open" and len(c.diffs) >= looks[done if done < len(looks) else -1] and all(c.identical):
+            family.look(name, len(c.diffs), done + 1)
     family.intervals()
     next_seeds = None
     if running and done < len(looks):
         next_seeds = looks[done]
         for name in running:
-            have = len(family.by_name[name].diffs)
-            family.decisions[name].reason = f"stage {done + 1} runs it to {next_seeds} seeds ({have} so far)"
+            if family.decisions[name].verdict == "open":
+                have = len(family.by_name[name].diffs)
+                family.decisions[name].reason = f"stage {done + 1} runs it to {next_seeds} seeds ({have} so far)"
     return Outcome(family.decisions, design, done, next_seeds)
 
 
