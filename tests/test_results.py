@@ -1,5 +1,7 @@
-"""Every committed study table is what its exports give: `python -m fmnist.report --from` reproduces it."""
+"""Every committed study table is what its exports give: the command in its "Made by" line reproduces it."""
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -7,21 +9,36 @@ import pytest
 from fmnist import report
 from fmnist.results import export_files, read_export
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
 EXPORT_FOLDERS = sorted({p.parent for p in RESULTS.glob("*/runs/*.csv")})
 
 
-@pytest.mark.parametrize("runs", EXPORT_FOLDERS, ids=lambda p: p.parent.name)
-def test_committed_tables_are_rebuilt_from_their_exports(runs, tmp_path, monkeypatch):
-    monkeypatch.chdir(RESULTS.parent)  # the "Made by" line names relative paths
-    out = runs.parent
-    report.main(["--from", str(runs.relative_to(RESULTS.parent)), "--out", str(tmp_path)])
+def made_by(path: Path) -> list[str] | None:
+    found = re.search(r"^Made by `python -m fmnist\.report (--from [^`]*)`", path.read_text(), re.M)
+    return shlex.split(found.group(1)) if found else None
+
+
+COMMANDS = sorted({tuple(args) for md in RESULTS.glob("*/*.md") if (args := made_by(md))})
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a))
+def test_committed_tables_are_rebuilt_by_the_command_they_name(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the "Made by" lines name relative paths
+    out = Path(args[args.index("--out") + 1])
+    rebuilt_args = [*args]
+    rebuilt_args[args.index("--out") + 1] = str(tmp_path)
+    report.main(rebuilt_args)
     rebuilt = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".md", ".csv", ".tex"))
     assert rebuilt, "the exports gave no table"
     for name in rebuilt:
         committed = out / name
-        text = (tmp_path / name).read_text().replace(f"--out {tmp_path}", f"--out {out.relative_to(RESULTS.parent)}")
+        text = (tmp_path / name).read_text().replace(f"--out {tmp_path}", f"--out {out}")
         assert committed.exists() and text == committed.read_text(), f"{committed} differs from what its exports give"
+
+
+def test_every_export_folder_has_its_tables():
+    assert {Path(a[a.index("--from") + 1]) for a in COMMANDS} >= {p.relative_to(ROOT) for p in EXPORT_FOLDERS}
 
 
 @pytest.mark.parametrize("runs", EXPORT_FOLDERS, ids=lambda p: p.parent.name)

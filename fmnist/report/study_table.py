@@ -340,8 +340,13 @@ def per_seed(ev: Evidence, stem: str, out_dir: Path) -> tuple[str, list[Path]]:
 
 
 def one_table(studied: Studied, results: list[Result], out_dir: Path, stem: str, command: str, options) -> tuple[list[Path], Evidence]:
-    record = studied.records[results[-1].run_id]
+    record = studied.records[results[-1].run_id]  # the latest run's: the study's design, margin and choice as it now stands
     ev = evidence(results, record, options.strict, options.margin, options.design)
+    settings = {(str(r.seeds), r.margin, r.ordered, tuple(r.choice.levels)) for r in map(studied.records.get, {x.run_id for x in results})}
+    if len(settings) > 1:
+        ev.cells[BASELINE].left_out.append(
+            f"the table's runs were made under {len(settings)} different study settings (design, margin, ordered factors or "
+            "choice); the latest run's are used")
     sequential = ev.design is not None
     table_rows = rows(ev)
     more = secondary(ev)
