@@ -21,7 +21,7 @@ from fmnist.study import StudyConfig
 from fmnist.transforms import TransformConfig
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 # Groups whose options are dataclasses of their own (conf/<group>/<option>.yaml names the schema).
 OPTION_GROUPS = {"model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 
@@ -46,7 +46,7 @@ class Config:
     batch_size: int = 128
     device: str = "auto"  # auto: CUDA, then MPS, then CPU
     threads: int | None = None  # torch CPU threads; None: cores / parallel jobs (torch's default alone)
-    precision: str = "fp32"  # fp32, or bf16: autocast matmuls and convolutions to bfloat16
+    precision: str = "fp32"  # fp32; bf16: autocast matmuls and convolutions to bfloat16; auto: bf16 where the device does it natively
     channels_last: bool = False  # NHWC memory layout for conv weights and activations (faster convs on CPU and GPU)
     compile: bool = False  # torch.compile the model (needs a C++ compiler on CPU; pays a one-off compile time)
     progress: bool = True  # per-batch progress bar (only on a terminal)
@@ -55,6 +55,7 @@ class Config:
     exports: list[str] = field(default_factory=list)  # run exports (.csv) whose runs count as finished: skipped here too
     rerun_on_code_change: bool = False  # a finished run made by another git commit does not count as done
     lease_seconds: float = 60.0  # a job whose owner has not renewed its lease for this long is taken over
+    allow_emulated_bf16: bool = False  # let a study sweep run in bf16 on a CPU that only emulates it (several times slower)
 
     def __post_init__(self):
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")

@@ -9,7 +9,7 @@ import json
 # Keys that change where or how a run is recorded, not what it computes. Of the study node only the
 # readings and test_at count: they decide which test evaluations a run makes and which cells it stands for.
 NON_SEMANTIC = ("tracking", "device", "progress", "threads", "force", "checkpoint_dir", "data.root", "data.download", "exports",
-                "rerun_on_code_change", "lease_seconds")
+                "rerun_on_code_change", "lease_seconds", "allow_emulated_bf16")
 STUDY_SEMANTIC = ("study.readings", "study.test_at")
 # Within a cell, runs differ in their seed and in which cells they also stand for; nothing else.
 PER_RUN = ("seed", "study.readings")

@@ -17,8 +17,8 @@ from fmnist.artifacts import write_artifacts, write_predictions
 from fmnist.bookkeeping import Bookkeeping, Launch, say
 from fmnist.config import Config, fingerprint, validate
 from fmnist.data import DataConfig, Dataset, load_dataset, split_digest
+from fmnist.device import choose_precision, pick_device
 from fmnist.engine import EpochResult, Evaluation, evaluate, fit
-from fmnist.errors import ConfigError
 from fmnist.lease import Lease
 from fmnist.losses import build_loss
 from fmnist.models import build_model
@@ -34,7 +34,7 @@ def train(cfg: DictConfig, launch: Launch) -> float | None:
     """Skip, resume or train one configuration; log everything. Returns the test accuracy."""
     settings: Config = validate(cfg)  # bad values stop here, before anything is read or written
     device = pick_device(settings.device)
-    check_precision(settings.precision, device)
+    settings.precision = resolve_precision(cfg, settings.precision, device)
     book = Bookkeeping(cfg, settings, launch, fingerprint(cfg))  # an unreachable or damaged store stops here
     try:
         return _train(cfg, settings, launch, device, book)
@@ -72,30 +72,19 @@ def _train(cfg: DictConfig, settings: Config, launch: Launch, device: torch.devi
     return accuracy
 
 
-def pick_device(requested: str) -> torch.device:
-    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+def resolve_precision(cfg: DictConfig, requested: str, device: torch.device) -> str:
+    """The precision the run trains in, said in one line where it was chosen or is a poor choice here.
+
+    `auto` is replaced in the config itself, so the run's params and fingerprint name what it really did:
+    a bf16 run and an fp32 run are never taken for one another, nor pooled in one study cell.
+    """
+    precision, why = choose_precision(requested, device)
     if requested == "auto":
-        return torch.device(next(name for name, ok in available.items() if ok))
-    if not available[requested]:
-        raise ConfigError(f"device={requested} was asked for but none is available here; use device=auto or device=cpu")
-    return torch.device(requested)
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    """bf16 must be supported by the device; on a CPU without native bf16 it runs, slowly, so say so."""
-    if precision != "bf16":
-        return
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use precision=fp32")
-    if device.type == "cpu" and not cpu_has_bf16():
-        say("precision=bf16: this CPU has no native bfloat16 instructions, so bf16 will be slower than fp32 here")
-
-
-def cpu_has_bf16() -> bool:
-    try:  # oneDNN's own check (AVX-512 BF16 or AMX on x86); builds without oneDNN have no such op
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+        say(f"precision=auto: {precision}, because {why}")
+        cfg.precision = precision
+    elif why:
+        say(f"precision={requested}: {why}")
+    return precision
 
 
 _loaded: dict[tuple, tuple[Dataset, list]] = {}

@@ -62,7 +62,7 @@ def test_wrong_group_option_names_the_valid_ones():
         ("loss.name=mes", "unknown loss 'mes'; choose one of: ce, mae, mse, nll"),
         ("device=tpu", "device must be one of"),
         ("data.val_size=0", "data.val_size"),
-        ("precision=fp16", "precision must be one of fp32, bf16; got 'fp16'"),
+        ("precision=fp16", "precision must be one of fp32, bf16, auto; got 'fp16'"),
     ],
 )
 def test_bad_values_are_refused_with_one_sentence(override, message):

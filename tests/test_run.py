@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from fmnist import report
+from fmnist.device import BF16_ENV
 from fmnist.job import Launch, train
 from fmnist.tracking import FAILURE_TAG, FINGERPRINT_TAG, SWEEP_TAG
 from tests.conftest import cli, compose_config, runs_of, store
@@ -126,7 +128,7 @@ def test_the_fast_preset_runs_in_bf16_channels_last_and_saves_a_plain_model(tmp_
     uri = store(tmp_path)
     done = cli(
         tmp_path, "experiment=fast", "model.channels=[8,16]", "data.train_size=3000", "schedule.epochs=2", "progress=false",
-        f"compile={str(compiled).lower()}", f"tracking.uri={uri}", f"data.root={real_data_root}",
+        f"compile={str(compiled).lower()}", f"tracking.uri={uri}", f"data.root={real_data_root}", env=os.environ | {BF16_ENV: "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     client, (run,) = runs_of(uri, "fast")
@@ -137,3 +139,15 @@ def test_the_fast_preset_runs_in_bf16_channels_last_and_saves_a_plain_model(tmp_
     folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl")))
     state = torch.load(folder / "model.pt", weights_only=True)
     assert "0.weight" in state and state["0.weight"].dtype == torch.float32  # no compile wrapper prefix, fp32 weights
+
+
+@pytest.mark.parametrize("native,expected", [("1", "bf16"), ("0", "fp32")])
+def test_precision_auto_picks_what_the_cpu_does_natively_says_so_and_records_it(tmp_path, tiny_data, native, expected):
+    uri = store(tmp_path)
+    done = cli(tmp_path, "experiment=fast", "model.channels=[8,16]", "schedule.epochs=1", "data.val_size=16", "data.verify=false", "progress=false",
+               f"tracking.uri={uri}", f"data.root={tiny_data}", env=os.environ | {BF16_ENV: native})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"precision=auto: {expected}, because this CPU" in done.stderr
+    _, (run,) = runs_of(uri, "fast")
+    assert run.data.params["precision"] == expected  # what it trained in, not "auto": runs of the two never pool
+    assert "precision: " + expected in Path(MlflowClient(uri).download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text()

@@ -1,6 +1,7 @@
 """`study=<name>` end to end: real Hydra with the study sweeper plugin, a real store, real data (a subset)."""
 
 import csv
+import os
 import shlex
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from fmnist import report
+from fmnist.device import BF16_ENV
 from fmnist.tracking import CELL_TAG, FACTOR_TAG, LEVEL_TAG, SETTINGS_TAG, STUDY_TAG, TABLE_TAG, RunRecord, study_record
 from tests.conftest import cli, runs_of, store
 
@@ -189,3 +191,16 @@ def test_a_bad_study_sweep_says_why_in_one_sentence_and_runs_nothing(tmp_path, o
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr
     assert runs_of(uri, "table2")[1] == []
+
+
+def test_a_study_in_emulated_bf16_is_refused_before_anything_runs_unless_allowed(tmp_path):
+    uri = store(tmp_path)
+    slow_cpu = os.environ | {BF16_ENV: "0"}
+    done = cli(tmp_path, "-m", "study=table2", "precision=bf16", *SMALL, f"tracking.uri={uri}", "data.root=/nonexistent", env=slow_cpu)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "precision=bf16: this CPU has no native bfloat16 instructions" in done.stderr and "allow_emulated_bf16=true" in done.stderr
+    assert runs_of(uri, "table2")[1] == []
+    # Allowed, it goes on to the next check (here: the data folder that does not exist).
+    done = cli(tmp_path, "-m", "study=table2", "precision=bf16", "allow_emulated_bf16=true", *SMALL, f"tracking.uri={uri}",
+               "data.root=/nonexistent", env=slow_cpu)
+    assert "to run it anyway" not in done.stderr and "/nonexistent" in done.stderr

@@ -23,6 +23,7 @@ from hydra.errors import CompactHydraException, HydraException
 from omegaconf import OmegaConf, open_dict, read_write
 
 from fmnist.config import validate
+from fmnist.device import choose_precision, pick_device
 from fmnist.errors import ConfigError, UserError
 from fmnist.evidence import Evidence, evidence
 from fmnist.identity import semantic_params, settings_id
@@ -127,6 +128,14 @@ class StudySweeper(BasicSweeper):
             with read_write(cfg), open_dict(cfg):
                 del cfg["hydra"]
             settings = validate(cfg)
+            precision, why = choose_precision(settings.precision, pick_device(settings.device))
+            cfg.precision = precision  # as the job will settle `auto` on this host: the table is named by what runs
+            if why and settings.precision == "bf16" and not settings.allow_emulated_bf16:
+                raise ConfigError(
+                    f"precision=bf16: {why.split(',')[0]}, so every run of this study would take several times longer than in fp32 "
+                    "(days for a conv-net table); run it on a host with native bf16 (AVX-512-BF16 or AMX), or use precision=auto "
+                    "or fp32 (a new table: runs never pool across precisions), or add allow_emulated_bf16=true to run it anyway"
+                )
         except (ConfigError, HydraException) as err:
             raise StudyError(f"study {study.name}, cell '{cell}' ({' '.join(study.level(cell).overrides) or 'no overrides'}): {err}") from None
         plain = OmegaConf.to_container(cfg, resolve=True)

@@ -1,0 +1,74 @@
+"""Which device a run trains on, and in which precision: what the hardware does natively, said in one line.
+
+bf16 halves the work of convolutions and matmuls where the processor has bfloat16 instructions (a CUDA
+GPU with bf16, a CPU with AVX-512-BF16 or AMX); elsewhere it is emulated and several times slower than
+fp32. `precision=auto` picks bf16 only where it is native. The checks are functions of their own so a
+test can give either answer (`CpuFacts`), and `FMNIST_CPU_BF16=0|1` overrides the CPU's for a whole
+process (a test's subprocess, or a user who knows better).
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from fmnist.errors import ConfigError
+
+BF16_ENV = "FMNIST_CPU_BF16"
+
+
+def pick_device(requested: str) -> torch.device:
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if requested == "auto":
+        return torch.device(next(name for name, ok in available.items() if ok))
+    if not available[requested]:
+        raise ConfigError(f"device={requested} was asked for but none is available here; use device=auto or device=cpu")
+    return torch.device(requested)
+
+
+@dataclass(frozen=True)
+class CpuFacts:
+    """What this CPU offers torch: its vector capability and whether bfloat16 is native (not emulated)."""
+
+    capability: str  # torch.backends.cpu.get_cpu_capability(): AVX512, AVX2, ...
+    native_bf16: bool
+
+    def describe(self) -> str:
+        bf16 = "native bf16" if self.native_bf16 else "bf16 emulated"
+        return f"{self.capability}, {bf16}"
+
+
+def cpu_facts() -> CpuFacts:
+    capability = torch.backends.cpu.get_cpu_capability()
+    forced = os.environ.get(BF16_ENV)
+    if forced in ("0", "1"):
+        return CpuFacts(capability, forced == "1")
+    try:
+        hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        # oneDNN may be held below the hardware (ONEDNN_MAX_CPU_ISA); then it emulates bf16 too.
+        allowed = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without these checks or without oneDNN
+        hardware = allowed = False
+    return CpuFacts(capability, bool(hardware and allowed))
+
+
+def choose_precision(requested: str, device: torch.device, cpu: CpuFacts | None = None) -> tuple[str, str]:
+    """(precision, why): `auto` becomes bf16 where the device does it natively, else fp32; bf16 is checked."""
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+        where = torch.cuda.get_device_name(device)
+        if requested == "bf16" and not native:
+            raise ConfigError(f"precision=bf16: {where} has no bfloat16 support; use precision=fp32 or precision=auto")
+        if requested != "auto":
+            return requested, ""
+        return ("bf16", f"{where} does bfloat16 natively") if native else ("fp32", f"{where} has no bfloat16")
+    if device.type != "cpu":
+        return ("fp32" if requested == "auto" else requested), ("bf16 is not checked on this device" if requested == "auto" else "")
+    cpu = cpu or cpu_facts()
+    if requested == "bf16" and not cpu.native_bf16:
+        return "bf16", "this CPU has no native bfloat16 instructions, so bf16 is emulated and slower than fp32 here (precision=auto picks fp32)"
+    if requested != "auto":
+        return requested, ""
+    if cpu.native_bf16:
+        return "bf16", f"this CPU ({cpu.capability}) has native bfloat16 instructions (AVX-512-BF16 or AMX)"
+    return "fp32", f"this CPU ({cpu.capability}) has no native bfloat16 instructions, where bf16 would be several times slower"

@@ -1,0 +1,46 @@
+"""Device and precision: auto picks bf16 only where it is native, on either answer of the CPU check."""
+
+import pytest
+import torch
+
+from fmnist.device import BF16_ENV, CpuFacts, choose_precision, cpu_facts, pick_device
+from fmnist.errors import ConfigError
+
+CPU = torch.device("cpu")
+NATIVE, EMULATED = CpuFacts("AVX512", True), CpuFacts("AVX2", False)
+
+
+def test_auto_is_bf16_where_the_cpu_has_it_natively_and_fp32_elsewhere():
+    precision, why = choose_precision("auto", CPU, NATIVE)
+    assert precision == "bf16" and "AVX512" in why and "native bfloat16" in why
+    precision, why = choose_precision("auto", CPU, EMULATED)
+    assert precision == "fp32" and "(AVX2) has no native bfloat16" in why
+
+
+def test_explicit_precisions_stay_and_emulated_bf16_says_so():
+    assert choose_precision("fp32", CPU, NATIVE) == ("fp32", "")
+    assert choose_precision("bf16", CPU, NATIVE) == ("bf16", "")
+    precision, why = choose_precision("bf16", CPU, EMULATED)
+    assert precision == "bf16" and "emulated and slower than fp32" in why and "precision=auto picks fp32" in why
+
+
+@pytest.mark.parametrize("value,native", [("1", True), ("0", False)])
+def test_the_environment_can_give_either_answer(monkeypatch, value, native):
+    monkeypatch.setenv(BF16_ENV, value)
+    facts = cpu_facts()
+    assert facts.native_bf16 is native and facts.capability == torch.backends.cpu.get_cpu_capability()
+    assert facts.describe().endswith("native bf16" if native else "bf16 emulated")
+
+
+def test_without_an_override_the_answer_follows_the_hardware_and_onednn(monkeypatch):
+    monkeypatch.delenv(BF16_ENV, raising=False)
+    hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert cpu_facts().native_bf16 == (hardware and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def test_a_missing_device_is_one_sentence():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="device=cuda was asked for but none is available here"):
+        pick_device("cuda")
+    assert pick_device("auto") == CPU
