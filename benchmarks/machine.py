@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from fmnist.device import cpu_facts
+
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "bench"
 
 
@@ -19,10 +21,30 @@ def cpu_name() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), "unknown CPU")
 
 
+FORCING = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")  # hold torch's kernels below what the CPU can do
+
+
+def processor_class() -> str:
+    """The class a figure belongs to: the vector code torch runs here and whether bf16 is native, e.g. `AVX512, native bf16`.
+
+    When the environment holds torch below the hardware (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY), it says so.
+    """
+    facts = cpu_facts()
+    forced = [f"{name}={os.environ[name]}" for name in FORCING if os.environ.get(name)]
+    held = f" (code paths held there by {' '.join(forced)} on a CPU that has {hardware_class()})" if forced else ""
+    return f"{facts.describe()}{held}"
+
+
+def hardware_class() -> str:
+    bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return ("AVX512" if torch.cpu._is_avx512_supported() else "AVX2" if torch.cpu._is_avx2_supported() else "no AVX2") + \
+        (" with native bf16" if bf16 else "")
+
+
 def describe() -> str:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (
-        f"{os.cpu_count()} CPU cores ({cpu_name()}), {gpu}, torch {torch.__version__} "
+        f"{os.cpu_count()} CPU cores ({cpu_name()}; processor class: {processor_class()}), {gpu}, torch {torch.__version__} "
         f"with {torch.get_num_threads()} threads, Python {platform.python_version()}, "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     )

@@ -11,6 +11,7 @@ at once. Both train the same model with the same batch size, optimizer (AdamW) a
 
 import argparse
 import gzip
+import os
 import shutil
 import statistics
 import tempfile
@@ -59,9 +60,9 @@ def reference_loaders(root: Path, workers: int) -> tuple[DataLoader, DataLoader]
     )
 
 
-def fresh_model(name: str, channels_last: bool = False) -> tuple[nn.Module, torch.optim.Optimizer]:
+def fresh_model(name: str, channels_last: bool = False, **options) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    model = build_model(MODELS.schema(name)())
+    model = build_model(MODELS.schema(name)(**options))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -104,8 +105,8 @@ def subset(split: Split, n: int) -> Split:
     return Split(split.images[:n], split.labels[:n])
 
 
-def fmnist_train(name: str, train: Split, steps: int, warmup: int, precision: str, channels_last: bool) -> float:
-    model, optimizer = fresh_model(name, channels_last)
+def fmnist_train(name: str, train: Split, steps: int, warmup: int, precision: str, channels_last: bool, **options) -> float:
+    model, optimizer = fresh_model(name, channels_last, **options)
     transform = build_transform(TransformConfig(augment=AUGMENT))
     loss_fn = build_loss(CrossEntropyConfig())
     generator = torch.Generator().manual_seed(0)
@@ -123,35 +124,43 @@ def fmnist_train(name: str, train: Split, steps: int, warmup: int, precision: st
     return steps * BATCH_SIZE / (time.perf_counter() - start)
 
 
-def fmnist_infer(name: str, test: Split, precision: str, channels_last: bool) -> float:
-    model, _ = fresh_model(name, channels_last)
+def fmnist_infer(name: str, test: Split, precision: str, channels_last: bool, **options) -> float:
+    model, _ = fresh_model(name, channels_last, **options)
     transform, loss_fn = build_transform(TransformConfig()), build_loss(CrossEntropyConfig())
     start = time.perf_counter()
     evaluate(model, test, transform, loss_fn, precision=precision)
     return len(test) / (time.perf_counter() - start)
 
 
-def median_of(repeats: int, measure) -> float:
-    return statistics.median(measure() for _ in range(repeats))
-
-
 def measure(name: str, data, loaders: dict, steps: int, repeats: int) -> list[tuple[str, str, float, float]]:
-    """(model, loop, train img/s, inference img/s) for the two reference loops and fmnist's two precisions."""
+    """(model, loop, train img/s, inference img/s) for the two reference loops and fmnist's ways, each the median of
+    `repeats` rounds; within a round every way runs once, in turn, so drift in the machine's speed touches them all alike."""
     conv = name != "mlp"
+
+    def fmnist_way(precision: str, channels_last: bool, **options):
+        return (lambda: fmnist_train(name, data.train, steps, 3, precision, channels_last, **options),
+                lambda: fmnist_infer(name, data.test, precision, channels_last, **options))
+
     ways = {
         "reference, DataLoader num_workers=0": (
             lambda: reference_train(name, loaders[0][0], steps, 3), lambda: reference_infer(name, loaders[0][1])),
         "reference, DataLoader num_workers=2": (
             lambda: reference_train(name, loaders[2][0], steps, 3), lambda: reference_infer(name, loaders[2][1])),
-        "fmnist, fp32": (
-            lambda: fmnist_train(name, data.train, steps, 3, "fp32", False), lambda: fmnist_infer(name, data.test, "fp32", False)),
-        "fmnist, bf16 + channels-last": (
-            lambda: fmnist_train(name, data.train, steps, 3, "bf16", conv), lambda: fmnist_infer(name, data.test, "bf16", conv)),
     }
+    if name == "resnet18":  # the path before trim_taps, measured beside it
+        ways["fmnist, fp32, every tap (trim_taps=false)"] = fmnist_way("fp32", False, trim_taps=False)
+    ways["fmnist, fp32"] = fmnist_way("fp32", False)
+    if conv:
+        ways["fmnist, fp32 + channels-last"] = fmnist_way("fp32", True)
+    ways["fmnist, bf16 + channels-last"] = fmnist_way("bf16", conv)
+    figures: dict[str, list[tuple[float, float]]] = {way: [] for way in ways}
+    for _ in range(repeats):
+        for way, (train, infer) in ways.items():
+            figures[way].append((train(), infer()))
     rows = []
-    for way, (train, infer) in ways.items():
-        rows.append((name, way, median_of(repeats, train), median_of(repeats, infer)))
-        print(f"{name:9s} {way:38s} train {rows[-1][2]:8.0f} img/s  inference {rows[-1][3]:8.0f} img/s", flush=True)
+    for way, measured in figures.items():
+        rows.append((name, way, statistics.median(t for t, _ in measured), statistics.median(i for _, i in measured)))
+        print(f"{name:9s} {way:42s} train {rows[-1][2]:8.0f} img/s  inference {rows[-1][3]:8.0f} img/s", flush=True)
     return rows
 
 
@@ -171,14 +180,18 @@ def main() -> None:
         for name in args.models:
             rows += measure(name, data, loaders, args.steps * (10 if name == "mlp" else 1), args.repeats)
     command = f"python benchmarks/throughput.py --steps {args.steps} --repeats {args.repeats} --models {' '.join(args.models)}"
-    machine.write(args.out / "throughput.md", "Training and inference throughput", command, table(rows, args))
+    if args.out != machine.RESULTS:
+        command += f" --out {args.out}"
+    forced = " ".join(f"{name}={os.environ[name]}" for name in machine.FORCING if os.environ.get(name))
+    machine.write(args.out / "throughput.md", "Training and inference throughput", f"{forced} {command}".strip(), table(rows, args))
 
 
 def table(rows: list[tuple[str, str, float, float]], args) -> str:
     setting = (
-        f"Batch {BATCH_SIZE}, AdamW, flip + 2-pixel crop, 28x28 input; each figure is the median of {args.repeats} "
-        f"measurements of {args.steps} steps (mlp: {args.steps * 10}) after 3 warm-up steps. Inference: the 10,000 test "
-        "images in batches of 1,000. The ratio divides each figure by the faster of the two reference loops."
+        f"Processor class: {machine.processor_class()}. Batch {BATCH_SIZE}, AdamW, flip + 2-pixel crop, 28x28 input; each figure "
+        f"is the median of {args.repeats} rounds of {args.steps} steps (mlp: {args.steps * 10}) after 3 warm-up steps, the ways "
+        "taking turns within a round. Inference: the 10,000 test images in batches of 1,000. The ratio divides each figure by "
+        "the faster of the two reference loops."
     )
     lines = [
         setting,

@@ -61,6 +61,7 @@ class ResNet18Config(ModelConfig):
     name: str = "resnet18"
     stem: str = "imagenet"  # 'imagenet' (7x7 stride 2 + max-pool) or 'cifar' (3x3 stride 1, no pool)
     resize: int = 28  # input side length; 224 is the study's exact setting
+    trim_taps: bool = True  # 3x3 convs on 1x1 maps (and stride-2 ones on 2x2) use only the taps that meet the image
 
     def __post_init__(self):
         super().__post_init__()
@@ -110,6 +111,35 @@ class Resize(nn.Module):
         return F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False)
 
 
+class TrimmedConv(nn.Conv2d):
+    """A 3x3, padding-1 convolution that skips the kernel taps which only ever see zero padding.
+
+    At 28 px ResNet-18's last stage works on 1x1 maps (and its first conv there maps 2x2 to 1x1): of
+    the nine taps only the centre (the lower-right four) meet the image, so the conv is a matrix
+    product with those taps' weights. Same weights, same function (the other taps' gradients are zero
+    either way), but oneDNN's backward pass for these shapes is slow, very slow without AVX-512: on the
+    AVX2 code path it spent half of ResNet-18's step there (benchmarks/throughput.py measures both).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        side = tuple(x.shape[-2:])
+        if side == (1, 1) and self.stride == (1, 1):
+            taps = self.weight[:, :, 1, 1]
+        elif side == (2, 2) and self.stride == (2, 2):
+            taps = self.weight[:, :, 1:, 1:].flatten(1)
+        else:
+            return super().forward(x)
+        return F.linear(x.flatten(1), taps, self.bias)[:, :, None, None]
+
+
+def trim_taps(net: nn.Module) -> None:
+    """Every plain 3x3, padding-1 conv of `net` becomes a TrimmedConv (parameters and state dict unchanged)."""
+    for module in net.modules():
+        if type(module) is nn.Conv2d and module.kernel_size == (3, 3) and module.padding == (1, 1) and module.groups == 1 \
+                and module.dilation == (1, 1):
+            module.__class__ = TrimmedConv
+
+
 @MODELS.register("resnet18", ResNet18Config)
 def resnet18(cfg: ResNet18Config) -> nn.Module:
     net = torchvision.models.resnet18(weights=None, num_classes=NUM_CLASSES)
@@ -118,6 +148,8 @@ def resnet18(cfg: ResNet18Config) -> nn.Module:
     else:
         net.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
+    if cfg.trim_taps:
+        trim_taps(net)
     if cfg.resize == 28:
         return net
     return nn.Sequential(Resize(cfg.resize), net)

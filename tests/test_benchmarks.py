@@ -1,10 +1,12 @@
 """The benchmark scripts run and report what they measured (speed itself is not asserted here)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fmnist.tracking import Tracker
 from tests.conftest import store
@@ -27,6 +29,19 @@ def test_throughput_compares_fmnist_with_the_dataloader_reference(tmp_path, real
     ratios = [float(cell.strip().rstrip("x")) for row in rows for cell in row.split("|")[4:5]]
     assert max(ratios[:2]) == 1.0  # the faster reference is the unit
     assert "CPU cores" in text and "python benchmarks/throughput.py" in text
+    assert f"processor class: {torch.backends.cpu.get_cpu_capability()}, " in text  # every figure names its processor class
+
+
+@pytest.mark.slow
+def test_throughput_names_forced_code_paths_and_measures_resnet18_both_ways(tmp_path, real_data_root):
+    env = os.environ | {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    done = subprocess.run([sys.executable, str(BENCH / "throughput.py"), "--steps", "1", "--repeats", "1", "--models", "resnet18",
+                           "--out", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = (tmp_path / "throughput.md").read_text()
+    assert "processor class: AVX2, bf16 emulated (code paths held there by ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2" in text
+    assert "`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/throughput.py" in text
+    assert "| resnet18 | fmnist, fp32, every tap (trim_taps=false) |" in text and "| resnet18 | fmnist, fp32 + channels-last |" in text
 
 
 def test_overhead_times_a_real_sweep_against_a_bare_process(tmp_path, real_data_root):

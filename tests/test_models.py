@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fmnist.errors import ConfigError
-from fmnist.models import MODELS, MLPConfig, ModelConfig, ResNet18Config, VGGConfig, build_model
+from fmnist.models import MODELS, MLPConfig, ModelConfig, ResNet18Config, TrimmedConv, VGGConfig, build_model
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -57,6 +57,34 @@ def test_bad_model_values_are_refused(schema, kwargs, message):
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_each_model_has_only_its_own_settings(name):
-    others = {"mlp": {"hidden", "dropout"}, "vgg": {"channels", "dropout"}, "resnet18": {"stem", "resize"}}
+    others = {"mlp": {"hidden", "dropout"}, "vgg": {"channels", "dropout"}, "resnet18": {"stem", "resize", "trim_taps"}}
     fields = set(MODELS.schema(name).__dataclass_fields__) - {"name"}
     assert fields == others[name]
+
+
+@pytest.mark.parametrize("side,stride", [(1, 1), (2, 2), (4, 1), (3, 2)])
+def test_a_trimmed_conv_is_the_same_function_with_the_same_gradients(side, stride):
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(16, 8, 3, stride=stride, padding=1, bias=True).double()
+    trimmed = TrimmedConv(16, 8, 3, stride=stride, padding=1, bias=True).double()
+    trimmed.load_state_dict(plain.state_dict())
+    x = torch.randn(5, 16, side, side, dtype=torch.double, requires_grad=True)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        y_plain, y_trim = plain(x.to(memory_format=layout)), trimmed(x.to(memory_format=layout))
+        assert torch.allclose(y_plain, y_trim, atol=1e-12)
+        g = torch.randn_like(y_plain)
+        grads = [torch.autograd.grad(y, [x, m.weight, m.bias], g) for y, m in ((y_plain, plain), (y_trim, trimmed))]
+        for a, b in zip(*grads):
+            assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_trimming_keeps_resnet18s_parameters_and_function():
+    torch.manual_seed(0)
+    trimmed = build_model(ResNet18Config())
+    plain = build_model(ResNet18Config(trim_taps=False))
+    assert trimmed.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(trimmed.state_dict())
+    assert sum(isinstance(m, TrimmedConv) for m in trimmed.modules()) == 16 and not any(isinstance(m, TrimmedConv) for m in plain.modules())
+    x = torch.randn(4, 1, 28, 28)
+    trimmed.eval(), plain.eval()
+    assert torch.allclose(trimmed(x), plain(x), atol=1e-4)
