@@ -51,6 +51,8 @@ from fmnist.tracking import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOST_TAG, PID_TAG = "fmnist.host", "fmnist.pid"
+ATTEMPT_TAG = "fmnist.attempt"  # the lease token of the process that created the run: found again if the store's answer is lost
+SUPERSEDED_TAG = "fmnist.superseded_by"  # on a run of a job that another run now stands for
 SLURM_TAG = "fmnist.slurm_job"  # the Slurm job (array_task) that last ran the run
 
 
@@ -102,19 +104,6 @@ def sweep_command(overrides: list[str], study: StudyConfig) -> list[str]:
 
 def fingerprint_filter(fp: str) -> str:
     return f"tags.`{FINGERPRINT_TAG}` = '{fp}'"
-
-
-def process_alive(run: RunRecord) -> bool:
-    """False only when the run's process is known to be gone (same host, no such pid)."""
-    if run.tags.get(HOST_TAG) != socket.gethostname() or not run.tags.get(PID_TAG, "").isdigit():
-        return True
-    try:
-        os.kill(int(run.tags[PID_TAG]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -176,6 +165,8 @@ class Bookkeeping:
     def resumable(self) -> checkpoint.Checkpoint | None:
         """The checkpoint of an unfinished run of this configuration, if one is on disk."""
         path = self.checkpoint_path
+        for partial in checkpoint.clean_partials(path):  # this process holds the lease: nobody else is writing
+            say(f"removed {partial.name}, left by an interrupted checkpoint write")
         if self.settings.force or not path.exists():
             return None
         try:
@@ -192,11 +183,11 @@ class Bookkeeping:
         return None
 
     def open_run(self, resume: checkpoint.Checkpoint | None, device: torch.device) -> TrackedRun:
-        """Reopen the run being resumed, or start a new one with its params and tags; close runs whose process died."""
-        keep = resume.run_id if resume else None
-        for run in self.tracker.runs(fingerprint_filter(self.fp)):
-            if run.status == "RUNNING" and run.run_id != keep and not process_alive(run):
-                self.tracker.handle(run.run_id).fail("its process ended without finishing (killed?)", killed=True)
+        """Reopen the run being resumed, or start a new one with its params and tags; close every other unfinished run of the job.
+
+        Only the lease's owner gets here, so any other RUNNING run of this fingerprint, on whatever host, is an
+        orphan: a copy killed before its first checkpoint, or a run the store created twice.
+        """
         tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), "fmnist.device": str(device),
                 "fmnist.threads": str(torch.get_num_threads())}
         if os.environ.get("SLURM_JOB_ID"):
@@ -208,8 +199,31 @@ class Bookkeeping:
             say(f"resuming run {resume.run_id} after epoch {resume.epoch}")
             run = self.tracker.reopen(resume.run_id)
             run.set_tags(tags)
+        else:
+            run = self._start(tags | self._tags())
+        self._close_others(run.run_id)
+        return run
+
+    def _start(self, tags: dict[str, str]) -> TrackedRun:
+        """A new run, made once: if the store committed it but its answer was lost, the run is found by this attempt's tag."""
+        attempt = {ATTEMPT_TAG: self.lease.me.token}
+        try:
+            return self.tracker.start_run(self._name(), self._params(), tags | attempt)
+        except Exception:
+            found = self.tracker.runs(f"tags.`{ATTEMPT_TAG}` = '{attempt[ATTEMPT_TAG]}'")
+            if not found:
+                raise
+            run = self.tracker.handle(found[0].run_id)
+            run.log_params(self._params())
             return run
-        return self.tracker.start_run(self._name(), self._params(), tags | self._tags())
+
+    def _close_others(self, keep: str) -> None:
+        for other in self.tracker.runs(fingerprint_filter(self.fp)):
+            if other.run_id != keep and other.status != "FINISHED" and other.tags.get(SUPERSEDED_TAG) != keep:
+                closing = self.tracker.handle(other.run_id)
+                closing.set_tags({SUPERSEDED_TAG: keep})
+                if other.status == "RUNNING":
+                    closing.fail(f"superseded by run {keep}, which holds this job now", killed=True)
 
     def _name(self) -> str:
         varying = json.loads(self.parent.tags.get(VARYING_TAG, "[]")) if self.parent else []
@@ -239,6 +253,7 @@ class Bookkeeping:
     def ended(self, run: TrackedRun, err: BaseException | None) -> None:
         """Record how the run ended; keep the checkpoint unless the run finished or its config is bad."""
         if err is None:
+            self.lease.check()  # a copy that lost the job does not finish its run
             run.finish()
             self.checkpoint_path.unlink(missing_ok=True)
         elif isinstance(err, LeaseLost):
@@ -303,8 +318,11 @@ def close_parent(tracker: Tracker, parent: TrackedRun, interrupted: bool, raised
     record = tracker.get(parent.run_id)
     outcomes = [json.loads(v) for k, v in record.tags.items() if k.startswith(JOB_TAG)] if record else []
     failed = [o for o in outcomes if o["outcome"] == "failed"]
-    unfinished = [r for r in tracker.runs(f"tags.`{PARENT_ID_TAG}` = '{parent.run_id}'") if r.status != "FINISHED"]
-    count = max(len(failed), len({r.run_id for r in unfinished}), 1 if raised else 0)
+    # Jobs, not runs: a job whose run another run superseded, or that finished in another run, did not fail.
+    children = tracker.runs(f"tags.`{PARENT_ID_TAG}` = '{parent.run_id}'")
+    finished = {r.tags.get(FINGERPRINT_TAG) for r in children if r.status == "FINISHED"}
+    unfinished = {r.tags.get(FINGERPRINT_TAG) for r in children if r.status != "FINISHED" and SUPERSEDED_TAG not in r.tags} - finished
+    count = max(len(failed), len(unfinished), 1 if raised else 0)
     if interrupted:
         parent.fail(f"interrupted after {len(outcomes)} job(s) ended", killed=True)
     elif count:

@@ -46,8 +46,37 @@ def save(checkpoint: Checkpoint, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # A name of this writer's own: two processes never write into one temporary file.
     partial = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    torch.save({"format": FORMAT, **checkpoint.__dict__}, partial)
-    os.replace(partial, path)  # atomic: a reader sees the old file or the new one, never half of one
+    try:
+        with partial.open("wb") as f:
+            torch.save({"format": FORMAT, **checkpoint.__dict__}, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it takes the checkpoint's name: a crash leaves the old one or the new one
+        os.replace(partial, path)  # atomic: a reader sees the old file or the new one, never half of one
+    finally:
+        partial.unlink(missing_ok=True)  # a full disk or a failed write leaves nothing behind
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def clean_partials(path: Path) -> list[Path]:
+    """Remove the temporary files of interrupted writes of this checkpoint (only its lease's owner calls this)."""
+    found = list(path.parent.glob(f"{path.name}.*.partial"))
+    for partial in found:
+        partial.unlink(missing_ok=True)
+    return found
 
 
 def load(path: Path, fingerprint: str) -> Checkpoint:
@@ -65,7 +94,12 @@ def load(path: Path, fingerprint: str) -> Checkpoint:
 
 
 def restore(checkpoint: Checkpoint, model: nn.Module, optimizer, generator) -> None:
-    model.load_state_dict(checkpoint.model)
-    optimizer.load_state_dict(checkpoint.optimizer)
-    generator.set_state(checkpoint.generator)
-    torch.set_rng_state(checkpoint.global_rng)
+    """Put a run back where its checkpoint left it; CheckpointError if the checkpoint no longer fits the model or optimizer."""
+    try:
+        model.load_state_dict(checkpoint.model)
+        optimizer.load_state_dict(checkpoint.optimizer)
+        generator.set_state(checkpoint.generator)
+        torch.set_rng_state(checkpoint.global_rng)
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"the checkpoint of run {checkpoint.run_id} no longer fits this code's model or optimizer ({first[:200]})") from None

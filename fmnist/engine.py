@@ -86,14 +86,16 @@ def train_epoch(
     epoch: int,
     progress: bool,
     precision: str = "fp32",
+    between_steps: Callable[[], None] = lambda: None,
 ) -> tuple[float, float]:
-    """One pass over `split`; returns mean training loss and accuracy."""
+    """One pass over `split`; returns mean training loss and accuracy. `between_steps` may raise to stop it."""
     model.train()
     steps = -(-len(split) // batch_size)
     loss_sum = torch.zeros((), device=split.labels.device)
     correct = torch.zeros((), device=split.labels.device, dtype=torch.long)
     bar = tqdm(batches(split, batch_size, generator), total=steps, desc=f"epoch {epoch}", disable=None if progress else True, leave=False)
     for step, (images, labels) in enumerate(bar):
+        between_steps()
         set_lr(epoch - 1 + step / steps)
         with autocast(labels.device, precision):
             logits = model(transform.train(images, generator)).float()
@@ -124,6 +126,7 @@ def fit(
     progress: bool = True,
     start_epoch: int = 1,
     precision: str = "fp32",
+    between_steps: Callable[[], None] = lambda: None,
 ) -> list[EpochResult]:
     """Train epochs `start_epoch`..`epochs`, validating after each; `lr_at(epochs elapsed)` is the learning rate.
 
@@ -140,7 +143,7 @@ def fit(
     for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
         train_loss, train_acc = train_epoch(
-            model, optimizer, loss_fn, transform, data.train, batch_size, generator, set_lr, epoch, progress, precision
+            model, optimizer, loss_fn, transform, data.train, batch_size, generator, set_lr, epoch, progress, precision, between_steps
         )
         val = evaluate(model, data.val, transform, loss_fn, precision=precision)
         result = EpochResult(epoch, train_loss, train_acc, val.loss, val.acc, time.perf_counter() - start)

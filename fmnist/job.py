@@ -19,7 +19,7 @@ from fmnist.config import Config, fingerprint, validate
 from fmnist.data import DataConfig, Dataset, load_dataset, split_digest
 from fmnist.device import choose_precision, pick_device
 from fmnist.engine import EpochResult, Evaluation, evaluate, fit
-from fmnist.lease import Lease
+from fmnist.lease import Lease, LeaseLost
 from fmnist.losses import build_loss
 from fmnist.models import build_model
 from fmnist.optimizers import build_optimizer
@@ -38,6 +38,9 @@ def train(cfg: DictConfig, launch: Launch) -> float | None:
     book = Bookkeeping(cfg, settings, launch, fingerprint(cfg))  # an unreachable or damaged store stops here
     try:
         return _train(cfg, settings, launch, device, book)
+    except LeaseLost as err:
+        book.record("lost", reason=str(err)[:2000])  # another process holds the job now: not a failure of the job
+        raise
     except BaseException as err:
         book.record("failed", reason=f"{type(err).__name__}: {err}"[:2000])
         raise
@@ -59,6 +62,10 @@ def _train(cfg: DictConfig, settings: Config, launch: Launch, device: torch.devi
             book.record("skipped", skip.run_id, where=skip.where)
             return skip.test_acc
         resume = book.resumable()
+        if resume is not None and (problem := misfit(resume, settings, device)):
+            say(f"warning: {problem}; it is deleted and the job starts afresh in a new run")
+            book.checkpoint_path.unlink(missing_ok=True)
+            resume = None
         run = book.open_run(resume, device)
         if resume is None:
             run.log_datasets(inputs)
@@ -85,6 +92,16 @@ def resolve_precision(cfg: DictConfig, requested: str, device: torch.device) -> 
     elif why:
         say(f"precision={requested}: {why}")
     return precision
+
+
+def misfit(resume: checkpoint.Checkpoint, settings: Config, device: torch.device) -> str | None:
+    """Why a checkpoint cannot continue this code's run (its model or optimizer changed shape), or None if it fits."""
+    try:
+        parts = Parts.build(settings, device)
+        checkpoint.restore(resume, parts.model, parts.optimizer, parts.generator)
+    except checkpoint.CheckpointError as err:
+        return str(err)
+    return None
 
 
 _loaded: dict[tuple, tuple[Dataset, list]] = {}
@@ -155,13 +172,16 @@ class Training:
             p.net, p.optimizer, p.loss_fn, learning_rate(self.settings.optimizer.lr, self.settings.schedule), p.transform,
             self.data, epochs=self.settings.schedule.epochs, batch_size=self.settings.batch_size, generator=p.generator,
             on_epoch=self._after_epoch, progress=self.settings.progress, start_epoch=len(self.history) + 1,
-            precision=self.settings.precision,
+            precision=self.settings.precision, between_steps=self.lease.between_steps,
         )
         test = self._test()
         say(f"test/loss {test.loss:.4f}  test/acc {test.acc:.4f}")
-        self.run_log.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=len(self.history))
+        self.lease.check()  # a copy that lost the job writes nothing more
+        if len(self.history) not in self.run_log.logged_steps("test/acc"):  # a resumed run may have logged it before its kill
+            self.run_log.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=len(self.history))
         with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as folder:
             write_artifacts(Path(folder), self.cfg, self.history, test, self.labels, p.model)
+            self.lease.check()
             self.run_log.log_artifacts(Path(folder))
         return test.acc
 
@@ -174,6 +194,7 @@ class Training:
         p = self.parts
         # Checkpoint first, then log: after a kill, the checkpoint is never behind the logged metrics.
         checkpoint.save(checkpoint.capture(self.run_log.run_id, self.fp, self.history, p.model, p.optimizer, p.generator), self.path)
+        self.lease.check()
         self.run_log.log_metrics(result.metrics(), step=result.epoch)
         self._milestone(result.epoch)
 

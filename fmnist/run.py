@@ -26,7 +26,8 @@ from fmnist.config import OPTION_GROUPS, register_schema
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
 from fmnist.job import train
-from fmnist.tracking import Tracker, resolve_uri
+from fmnist.lease import LeaseLost
+from fmnist.tracking import Tracker, credentials_from_environment, refuse_credentials, resolve_uri
 
 SWEEP_ENV = "FMNIST_SWEEP_ID"  # set by the launching process; jobs in other processes (joblib, submitit, Slurm) inherit it
 
@@ -106,6 +107,10 @@ def main(cfg: DictConfig) -> float | None:
     except (KeyboardInterrupt, Terminated):
         # The run is marked KILLED and keeps its checkpoint; stop the whole sweep, without a traceback.
         sys.exit("interrupted: the run is marked KILLED; run the same command again to resume it (finished jobs are skipped)")
+    except LeaseLost as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(f"stopped: {err}")
     except (UserError, Diverged) as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # Hydra records the failed job and carries on with the rest of the sweep
@@ -139,9 +144,22 @@ def explain(err: BaseException) -> str | None:
     return None
 
 
+def keep_credentials_out(argv: list[str]) -> None:
+    """Credentials reach MLflow through its own environment variables only: never a param, tag, file or printed line."""
+    credentials_from_environment()
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "tracking.uri":
+            refuse_credentials(value, "tracking.uri on the command line")
+
+
 def cli() -> None:
     """`python -m fmnist.run`: bad input ends in one line that says what was wrong, not a stack trace."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing: the errors come here
+    try:
+        keep_credentials_out(sys.argv[1:])
+    except UserError as err:
+        sys.exit(f"error: {err}")
     interrupted = raised = False
     try:
         main()
@@ -149,6 +167,9 @@ def cli() -> None:
         interrupted = isinstance(err, KeyboardInterrupt) or "interrupted" in str(err.code)
         raised = True
         raise
+    except LeaseLost as err:
+        raised = True
+        sys.exit(f"stopped: {err}")
     except (UserError, Diverged) as err:
         raised = True
         sys.exit(f"error: {err}")

@@ -8,6 +8,7 @@ import sqlite3
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,61 @@ class RetryingClient:
         return functools.partial(retrying, attribute) if callable(attribute) else attribute
 
 
+USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+
+
+def has_credentials(uri: str) -> bool:
+    parts = urllib.parse.urlsplit(uri)
+    return "://" in uri and (parts.username is not None or parts.password is not None)
+
+
+def without_credentials(uri: str) -> str:
+    """The URI with any user:password@ taken out (what may be logged, written or printed)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def refuse_credentials(uri: str, where: str) -> None:
+    """A user name or password written into a URI argument ends up in shell history, Hydra's folders and params: refuse it."""
+    if has_credentials(uri):
+        raise UserError(
+            f"{where} holds a user name and password ({without_credentials(uri)} with them taken out); give them in "
+            f"{USERNAME_ENV} and {PASSWORD_ENV} instead and leave them out of the URI"
+        )
+
+
+def credentials_from_environment() -> None:
+    """MLFLOW_TRACKING_URI=http://user:password@host works: the pair moves to MLflow's own variables, the URI keeps neither."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not has_credentials(uri):
+        return
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username and not os.environ.get(USERNAME_ENV):
+        os.environ[USERNAME_ENV] = urllib.parse.unquote(parts.username)
+    if parts.password and not os.environ.get(PASSWORD_ENV):
+        os.environ[PASSWORD_ENV] = urllib.parse.unquote(parts.password)
+    os.environ["MLFLOW_TRACKING_URI"] = without_credentials(uri)
+
+
+def login_refused(err: MlflowException, uri: str) -> UserError | None:
+    """One sentence for a server that refuses who we are (HTTP 401) or what we ask (403); None for other errors."""
+    text = str(err)
+    if "401" in text or "UNAUTHENTICATED" in str(err.error_code) or "not authenticated" in text.lower():
+        who = f"the user {os.environ[USERNAME_ENV]!r}" if os.environ.get(USERNAME_ENV) else "no user name"
+        return UserError(f"the tracking server at {without_credentials(uri)} refused the login ({who} given); set {USERNAME_ENV} and "
+                         f"{PASSWORD_ENV} to an account of that server")
+    if "403" in text or "PERMISSION_DENIED" in str(err.error_code):
+        return UserError(f"the tracking server at {without_credentials(uri)} refused {os.environ.get(USERNAME_ENV, 'this user')!r} "
+                         "permission for this experiment; ask its admin for EDIT permission, or use another experiment")
+    return None
+
+
 def check_store(uri: str) -> None:
     """Fail in one sentence, before anything is written, if the store cannot be used."""
     if uri.startswith(("http://", "https://")):
@@ -129,7 +185,7 @@ def _probe_server(uri: str, attempts: int = 3) -> None:
             reason = str(getattr(err, "reason", err))
         time.sleep(1.0 * (attempt + 1) if attempt + 1 < attempts else 0)
     raise UserError(
-        f"cannot reach the MLflow tracking server at {uri} ({reason}); start one, e.g. `mlflow server --host 127.0.0.1 "
+        f"cannot reach the MLflow tracking server at {without_credentials(uri)} ({reason}); start one, e.g. `mlflow server --host 127.0.0.1 "
         f"--port 5000 --backend-store-uri sqlite:///server.db`, or point tracking.uri (or MLFLOW_TRACKING_URI) at a running one"
     )
 
@@ -209,16 +265,22 @@ class Tracker:
         self.uri = uri
         self.experiment = experiment
         if not create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-            raise UserError(f"no tracking store at {uri}; run `python -m fmnist.run` first or pass the right --tracking-uri")
+            raise UserError(f"no tracking store at {without_credentials(uri)}; run `python -m fmnist.run` first or pass the right --tracking-uri")
         check_store(uri)
         self.client = RetryingClient(uri)
+        try:
+            self._open(experiment, create)
+        except MlflowException as err:
+            raise login_refused(err, uri) or err from None
+
+    def _open(self, experiment: str, create: bool) -> None:
         if create:
             self.experiment_id = self._experiment_id(experiment)
             return
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             names = ", ".join(e.name for e in self.client.search_experiments()) or "none"
-            raise UserError(f"no experiment '{experiment}' in {uri}; experiments there: {names}")
+            raise UserError(f"no experiment '{experiment}' in {without_credentials(self.uri)}; experiments there: {names}")
         self.experiment_id = found.experiment_id
 
     @staticmethod
@@ -229,7 +291,10 @@ class Tracker:
         _quiet_mlflow()
         check_store(uri)
         client = RetryingClient(uri)
-        ids = [e.experiment_id for e in client.search_experiments()]
+        try:
+            ids = [e.experiment_id for e in client.search_experiments()]
+        except MlflowException as err:
+            raise login_refused(err, uri) or err from None
         if not ids:
             return None
         recent = client.search_runs(ids, max_results=50, order_by=["attributes.start_time DESC"])
@@ -345,11 +410,16 @@ class Tracker:
         return run.run_id
 
     def status(self, run_id: str) -> str | None:
-        """FINISHED, RUNNING, FAILED or KILLED; None if there is no such run."""
+        """FINISHED, RUNNING, FAILED or KILLED; None if the store says there is no such run.
+
+        Any other failure (an outage, a refused login) raises: "cannot tell" must never read as "gone".
+        """
         try:
             return self.client.get_run(run_id).info.status
-        except MlflowException:
-            return None
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(err).lower():
+                return None
+            raise
 
     def handle(self, run_id: str) -> "TrackedRun":
         return TrackedRun(self.client, run_id)

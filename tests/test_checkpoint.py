@@ -64,3 +64,37 @@ def test_a_truncated_checkpoint_is_refused(tmp_path):
     checkpoint.save(checkpoint.capture("run-1", "abc", [], model, optimizer, generator), path)
     with pytest.raises(checkpoint.CheckpointError, match="another configuration"):
         checkpoint.load(path, "other")
+
+
+def test_a_write_that_fails_leaves_the_old_checkpoint_and_no_partial_file(tmp_path, monkeypatch):
+    model, optimizer, generator = make_state()
+    path = tmp_path / "abc.pt"
+    checkpoint.save(checkpoint.capture("run-1", "abc", [], model, optimizer, generator), path)
+    before = path.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full_disk)  # the data never reaches the disk
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save(checkpoint.capture("run-1", "abc", [EpochResult(1, 0.5, 0.8, 0.4, 0.85, 2.0)], model, optimizer, generator), path)
+    assert path.read_bytes() == before and not list(tmp_path.glob("*.partial"))
+
+
+def test_partial_files_of_a_killed_writer_are_cleaned_by_the_next_owner(tmp_path):
+    path = tmp_path / "abc.pt"
+    left = [tmp_path / "abc.pt.node.123.deadbeef.partial", tmp_path / "abc.pt.node.456.cafe.partial"]
+    for p in left:
+        p.write_bytes(b"half a checkpoint")
+    (tmp_path / "other.pt.node.1.x.partial").write_bytes(b"another job's")
+    assert sorted(checkpoint.clean_partials(path)) == sorted(left)
+    assert [p.name for p in tmp_path.iterdir()] == ["other.pt.node.1.x.partial"]
+
+
+def test_a_checkpoint_that_no_longer_fits_the_model_is_refused_in_one_sentence(tmp_path):
+    model, optimizer, generator = make_state()
+    path = tmp_path / "abc.pt"
+    checkpoint.save(checkpoint.capture("run-1", "abc", [], model, optimizer, generator), path)
+    wider = build_model(MLPConfig(hidden=[16]))  # the code changed the model's shape since
+    with pytest.raises(checkpoint.CheckpointError, match="the checkpoint of run run-1 no longer fits this code's model or optimizer"):
+        checkpoint.restore(checkpoint.load(path, "abc"), wider, torch.optim.Adam(wider.parameters()), torch.Generator())

@@ -144,3 +144,73 @@ def test_the_dataset_is_read_once_per_process_and_described_as_three_inputs(tiny
     other, other_inputs = dataset(DataConfig(root=str(tiny_data), val_size=8, verify=False, download=False))
     assert len(other.val) == 8 and other_inputs[1][1] != inputs[1][1]  # other content, other digest
     assert other_inputs[2][1] == inputs[2][1]  # the same test set, the same digest
+
+
+def test_a_run_killed_after_logging_its_test_figures_logs_them_once_when_resumed(shared, monkeypatch, tmp_path):
+    _, _, uri = shared
+    original = job.Bookkeeping.ended
+
+    def killed_before_finishing(self, run, err):
+        if err is None:
+            raise Terminated("test: killed between the test figures and the finish")
+        original(self, run, err)
+
+    monkeypatch.setattr(job.Bookkeeping, "ended", killed_before_finishing)
+    with pytest.raises(Terminated):
+        train(tiny(shared, "testonce", "schedule.epochs=2"), Launch([], "s", tmp_path))
+    _, (run,) = runs_of(uri, "testonce")
+    assert [s for s, _ in history(uri, run, "test/acc")] == [2] and run.info.status == "RUNNING"
+    monkeypatch.undo()
+    train(tiny(shared, "testonce", "schedule.epochs=2"), Launch([], "s", tmp_path))
+    _, (run,) = runs_of(uri, "testonce")
+    assert run.info.status == "FINISHED" and [s for s, _ in history(uri, run, "test/acc")] == [2]
+
+
+def test_a_checkpoint_that_no_longer_fits_the_code_starts_a_fresh_run_that_supersedes_the_old(shared, monkeypatch, tmp_path, capsys):
+    root, _, uri = shared
+    stop_after(monkeypatch, 1)
+    with pytest.raises(Terminated):
+        train(tiny(shared, "misfit", "schedule.epochs=2"), Launch([], "s", tmp_path))
+    monkeypatch.undo()
+    saved = next((root / "misfit" / "checkpoints").glob("*.pt"))
+    state = torch.load(saved, weights_only=True)
+    state["model"] = {k + "_renamed": v for k, v in state["model"].items()}  # as if the code renamed a layer since
+    torch.save(state, saved)
+    capsys.readouterr()
+    train(tiny(shared, "misfit", "schedule.epochs=2"), Launch([], "s", tmp_path))
+    assert "no longer fits this code's model or optimizer" in capsys.readouterr().err
+    _, (old, new) = runs_of(uri, "misfit")
+    assert new.info.status == "FINISHED" and [s for s, _ in history(uri, new, "val/acc")] == [1, 2]
+    assert old.info.status == "KILLED" and old.data.tags["fmnist.superseded_by"] == new.info.run_id
+
+
+def test_the_owner_closes_every_other_unfinished_run_of_its_job_whatever_host_it_names(shared, tmp_path):
+    _, _, uri = shared
+    cfg = tiny(shared, "orphans", "schedule.epochs=1")
+    from fmnist.config import fingerprint
+    from fmnist.tracking import Tracker
+
+    tracker = Tracker(uri, "orphans")
+    orphan = tracker.start_run("an orphan", {}, {"fmnist.fingerprint": fingerprint(cfg), "fmnist.host": "node-far-away", "fmnist.pid": "1"})
+    train(cfg, Launch([], "s", tmp_path))
+    runs = {r.info.run_id: r for r in runs_of(uri, "orphans")[1]}
+    finished = next(r for r in runs.values() if r.info.status == "FINISHED")
+    assert runs[orphan.run_id].info.status == "KILLED"
+    assert runs[orphan.run_id].data.tags["fmnist.superseded_by"] == finished.info.run_id
+
+
+def test_a_store_that_cannot_answer_is_not_taken_for_a_missing_run(shared, monkeypatch, tmp_path):
+    root, _, uri = shared
+    stop_after(monkeypatch, 1)
+    with pytest.raises(Terminated):
+        train(tiny(shared, "outage", "schedule.epochs=2"), Launch([], "s", tmp_path))
+    monkeypatch.undo()
+    from mlflow.exceptions import MlflowException
+
+    def refused(self, run_id):
+        raise MlflowException("API request failed with error code 401 != 200: You are not authenticated", error_code="UNAUTHENTICATED")
+
+    monkeypatch.setattr(MlflowClient, "get_run", refused)
+    with pytest.raises(MlflowException, match="not authenticated"):
+        train(tiny(shared, "outage", "schedule.epochs=2"), Launch([], "s", tmp_path))
+    assert list((root / "outage" / "checkpoints").glob("*.pt"))  # kept: the store could not say the run is gone

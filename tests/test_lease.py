@@ -1,18 +1,20 @@
-"""The lease: one owner per job, taken over when its owner stops heartbeating or is gone."""
+"""The lease: one owner per job, with real processes racing, pausing and failing to renew."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from fmnist.lease import Busy, Lease, read_holder
+from fmnist.lease import Busy, Holder, Lease, LeaseLost
 
 HOLD = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from fmnist.lease import Lease
 lease = Lease(Path(sys.argv[1]), stale_after=float(sys.argv[2]))
@@ -31,12 +33,20 @@ def holder_process(path, stale_after=2.0, hold=30.0, release=True) -> subprocess
     return process
 
 
+def current(path: Path) -> Holder:
+    lease = Lease(path)
+    generation = lease.generations()[-1]
+    return Holder(**json.loads(lease._file(generation).read_text()))
+
+
 def test_a_live_owner_in_another_process_keeps_the_job(tmp_path):
     path = tmp_path / "job.lease"
     owner = holder_process(path)
     try:
+        start = time.monotonic()
         with pytest.raises(Busy, match=rf"already running on host {socket.gethostname()} as process {owner.pid}"):
             Lease(path, stale_after=2.0).acquire()
+        assert time.monotonic() - start < 2.0  # its heartbeat moved within the watch
         time.sleep(2.5)  # longer than stale_after: only its heartbeat keeps it
         with pytest.raises(Busy):
             Lease(path, stale_after=2.0).acquire()
@@ -54,43 +64,135 @@ def test_a_killed_owner_on_this_host_is_taken_over_at_once(tmp_path):
     lease = Lease(path, stale_after=60.0)
     lease.acquire()
     assert time.monotonic() - start < 5  # no waiting for the 60 s heartbeat: the process is known to be gone
-    assert read_holder(path).pid == os.getpid()
+    assert current(path).pid == os.getpid() and lease.generation == 2
     lease.release()
-    assert not path.exists()
+    assert Lease(path).generations() == []
 
 
-def test_an_owner_elsewhere_that_stopped_heartbeating_is_taken_over(tmp_path):
+def test_an_owner_elsewhere_is_judged_by_its_heartbeat_moving_not_by_clocks(tmp_path):
     path = tmp_path / "job.lease"
-    fresh = {"host": "node-b", "pid": 4242, "token": "t", "heartbeat": time.time()}
-    path.write_text(json.dumps(fresh))
-    with pytest.raises(Busy, match="already running on host node-b as process 4242"):
-        Lease(path, stale_after=5.0).acquire()
-    path.write_text(json.dumps(fresh | {"heartbeat": time.time() - 10}))  # silent for 10 s > 5 s
-    lease = Lease(path, stale_after=5.0)
+    # A holder on another host whose file claims nothing about time: silent for the whole watch, so it is gone.
+    path.with_name("job.lease.000007").write_text(json.dumps({"host": "node-b", "pid": 4242, "token": "t", "beat": 3}))
+    start = time.monotonic()
+    lease = Lease(path, stale_after=1.5)
     lease.acquire()
-    assert read_holder(path).host == socket.gethostname()
+    assert time.monotonic() - start >= 1.5 and lease.generation == 8 and current(path).host == socket.gethostname()
     lease.release()
 
 
-def test_the_heartbeat_keeps_the_lease_fresh_and_notices_a_takeover(tmp_path):
+def test_the_heartbeat_renews_and_notices_a_takeover(tmp_path):
     path = tmp_path / "job.lease"
     lease = Lease(path, stale_after=1.2)
     lease.acquire()
-    first = read_holder(path).heartbeat
+    first = current(path).beat
     deadline = time.monotonic() + 5
-    while read_holder(path).heartbeat == first and time.monotonic() < deadline:
+    while current(path).beat == first and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert read_holder(path).heartbeat > first  # renewed every stale_after / 6
-    path.write_text(json.dumps({"host": "node-c", "pid": 1, "token": "other", "heartbeat": time.time()}))
+    assert current(path).beat > first  # renewed every stale_after / 6
+    lease._file(lease.generation + 1).write_text(json.dumps({"host": "node-c", "pid": 1, "token": "other", "beat": 0}))
     assert lease.lost.wait(timeout=5)
+    with pytest.raises(LeaseLost, match="another process took over"):
+        lease.check()
     lease.release()
-    assert read_holder(path).host == "node-c"  # release never deletes someone else's lease
+    assert current(path).host == "node-c"  # release never deletes someone else's lease
 
 
-def test_a_cut_short_lease_file_counts_as_free(tmp_path):
-    path = tmp_path / "job.lease"
-    path.write_text('{"host": "no')
-    lease = Lease(path, stale_after=60.0)
+RACE = """
+import sys, time
+from pathlib import Path
+from fmnist.lease import Busy, Lease
+path, start = Path(sys.argv[1]), float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+lease = Lease(path, stale_after=0.6)
+try:
     lease.acquire()
-    assert read_holder(path).token == lease.me.token
-    lease.release()
+    print("won", lease.generation, flush=True)
+    time.sleep(1.0)  # hold it while the others decide
+    lease._stop.set()  # then fall silent without releasing: the next round's stale lease
+except Busy:
+    print("busy", flush=True)
+"""
+
+
+def test_eight_processes_racing_for_a_stale_lease_have_one_winner_every_round(tmp_path):
+    path = tmp_path / "job.lease"
+    path.with_name("job.lease.000001").write_text(json.dumps({"host": "gone", "pid": 1, "token": "x", "beat": 0}))
+    for round_ in range(6):
+        start = time.time() + 1.0
+        racers = [subprocess.Popen([sys.executable, "-c", RACE, str(path), str(start)], stdout=subprocess.PIPE, text=True)
+                  for _ in range(8)]
+        answers = [r.communicate(timeout=60)[0].split() for r in racers]
+        winners = [a for a in answers if a[0] == "won"]
+        assert len(winners) == 1, f"round {round_}: {answers}"
+        assert int(winners[0][1]) == round_ + 2  # each round's winner made the next generation
+        assert sum(a == ["busy"] for a in answers) == 7
+
+
+FAILING = """
+import errno, os, sys, time
+from pathlib import Path
+from fmnist.lease import Lease, LeaseLost
+lease = Lease(Path(sys.argv[1]), stale_after=1.2)
+lease.acquire()
+real = os.replace
+def full(*args):  # the disk fills up: every renewal fails from now on
+    raise OSError(errno.ENOSPC, "No space left on device")
+os.replace = full
+start = time.monotonic()
+while time.monotonic() - start < 10:
+    try:
+        lease.between_steps()  # what training calls at every step
+    except LeaseLost as err:
+        print(f"stopped after {time.monotonic() - start:.2f} s: {err}", flush=True)
+        sys.exit(0)
+    time.sleep(0.02)
+print("trained on without a heartbeat", flush=True)
+sys.exit(1)
+"""
+
+
+def test_an_owner_whose_renewals_fail_stops_before_anyone_could_take_over(tmp_path):
+    path = tmp_path / "job.lease"
+    done = subprocess.run([sys.executable, "-c", FAILING, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    seconds = float(done.stdout.split()[2])
+    assert seconds < 1.2, "it must stop within the lease, before a taker would judge it gone"
+    assert "could not be renewed" in done.stdout and "No space left on device" in done.stdout and "checkpoint is kept" in done.stdout
+
+
+PAUSED = """
+import sys, time
+from pathlib import Path
+from fmnist.lease import Lease, LeaseLost
+lease = Lease(Path(sys.argv[1]), stale_after=1.0)
+lease.acquire()
+print("held", flush=True)
+log = Path(sys.argv[2])
+for step in range(1000):
+    time.sleep(0.05)
+    try:
+        lease.between_steps()
+        if step % 10 == 9:
+            lease.check()  # before a write, as a checkpoint or a metric log does
+            with log.open("a") as f:
+                f.write(f"{step}\\n")
+    except LeaseLost as err:
+        print(f"lost: {err}", flush=True)
+        sys.exit(0)
+"""
+
+
+def test_an_owner_paused_past_its_lease_writes_nothing_after_it_continues(tmp_path):
+    path, log = tmp_path / "job.lease", tmp_path / "writes.log"
+    owner = subprocess.Popen([sys.executable, "-c", PAUSED, str(path), str(log)], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout.readline().strip() == "held"
+    time.sleep(1.2)
+    os.kill(owner.pid, signal.SIGSTOP)  # a suspended job, a hung filesystem
+    writes_before = log.read_text().count("\n") if log.exists() else 0
+    taker = Lease(path, stale_after=1.0)
+    taker.acquire()  # its heartbeat stands still for the whole watch: taken over
+    taker.release()  # ... and the new owner finishes the job
+    os.kill(owner.pid, signal.SIGCONT)
+    out, _ = owner.communicate(timeout=30)
+    assert "lost:" in out
+    assert (log.read_text().count("\n") if log.exists() else 0) == writes_before  # nothing written after it continued

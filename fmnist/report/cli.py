@@ -25,7 +25,7 @@ from fmnist.report.select import select_runs, whole_studies
 from fmnist.report.study_table import Options, study_tables
 from fmnist.results import Studied, declared, export_files, read_export, write_export
 from fmnist.study import StudyConfig
-from fmnist.tracking import Tracker, resolve_uri
+from fmnist.tracking import Tracker, credentials_from_environment, refuse_credentials, resolve_uri
 
 
 def safe_name(text: str) -> str:
@@ -139,9 +139,11 @@ def latest_experiment(uri: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    credentials_from_environment()  # before the default --tracking-uri is read from the environment
     args = parse_args(argv)
     command = shlex.join(["python", "-m", "fmnist.report", *argv])
     try:
+        refuse_credentials(args.tracking_uri, "--tracking-uri")
         files = from_exports(args, command) if args.exports else from_store(args, command)
     except UserError as err:
         sys.exit(f"error: {err}")
