@@ -4,6 +4,7 @@ Needs `bash scripts/local-cluster.sh start` (CI runs it). Without a cluster the 
 message, unless FMNIST_REQUIRE_CLUSTER=1 (CI), where it fails.
 """
 
+import getpass
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ from fmnist import report
 from fmnist.tracking import JOB_TAG, PARENT_ID_TAG, PARENT_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-CLUSTER_ENV = Path(os.environ.get("FMNIST_CLUSTER_DIR", "/var/tmp/fmnist-cluster")) / "env"
+CLUSTER_ENV = Path(os.environ.get("FMNIST_CLUSTER_DIR", f"/var/tmp/fmnist-cluster-{getpass.getuser()}")) / "env"
 
 
 @pytest.fixture
@@ -99,3 +100,36 @@ def test_a_slurm_sweep_with_a_requeued_job_lands_every_epoch_exactly_once(server
     out = tmp_path / "report"
     report.main(["--tracking-uri", server, "--experiment", experiment, "--out", str(out), "--name", "cluster"])
     assert (out / "cluster.csv").read_text().count("\n") == 3  # header + the two runs, read from the server
+
+
+def test_a_job_requeued_before_its_first_checkpoint_leaves_no_orphan_and_its_sweep_finished(server, tmp_path, real_data_root):
+    experiment = f"cluster-{uuid.uuid4().hex[:8]}"
+    command = [
+        sys.executable, "-m", "fmnist.run", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
+        "hydra.launcher.cpus_per_task=1", "hydra.launcher.gpus_per_node=0", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=20",
+        "seed=0", "model=mlp", "data.train_size=40000", "batch_size=4", "data.test_size=2000", "schedule.epochs=2", "progress=false",
+        f"tracking.uri={server}", f"tracking.experiment={experiment}", f"data.root={real_data_root}",
+        f"checkpoint_dir={tmp_path / 'checkpoints'}", f"hydra.sweep.dir={tmp_path / 'multi'}",
+    ]
+    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = MlflowClient(server)
+    # Requeue as soon as the job's run exists, during epoch 1 (10,000 steps: longer than Slurm's 10 s between SIGTERM and
+    # SIGKILL): no checkpoint yet, so the requeued job starts a new run.
+    deadline, victim = time.time() + 600, None
+    while time.time() < deadline and victim is None:
+        victim = next((r for r in runs(client, experiment) if PARENT_TAG not in r.data.tags and r.data.tags.get("fmnist.slurm_job")), None)
+        time.sleep(0.5)
+    assert victim is not None and not steps(client, victim), "the job's run did not appear before its first epoch ended"
+    subprocess.run(["scontrol", "requeue", victim.data.tags["fmnist.slurm_job"]], check=True, timeout=60)
+
+    output, _ = sweep.communicate(timeout=900)
+    assert sweep.returncode == 0, output[-4000:]
+    found = runs(client, experiment)
+    (parent,) = [r for r in found if PARENT_TAG in r.data.tags]
+    children = {r.info.run_id: r for r in found if PARENT_TAG not in r.data.tags}
+    (finished,) = [r for r in children.values() if r.info.status == "FINISHED"]
+    assert steps(client, finished) == [1, 2]
+    orphans = [r for r in children.values() if r.info.run_id != finished.info.run_id]
+    assert [r.info.run_id for r in orphans] == [victim.info.run_id], "the requeued job should have left its first run behind"
+    assert all(r.info.status == "KILLED" and r.data.tags["fmnist.superseded_by"] == finished.info.run_id for r in orphans), orphans
+    assert parent.info.status == "FINISHED" and "fmnist.failed_jobs" not in parent.data.tags  # a job, not its runs, is what fails

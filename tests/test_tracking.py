@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from fmnist.errors import UserError
 from fmnist.tracking import Tracker, is_transient, retrying
@@ -79,6 +80,27 @@ def test_a_job_outlasts_a_server_failing_bursts_of_requests(tmp_path, mlflow_ser
     assert failures >= 4  # at least one burst hit the job
     (history,), (run,) = steps(mlflow_server)
     assert history == [1, 2, 3] and run.info.status == "FINISHED"  # every epoch exactly once
+
+
+@pytest.mark.slow
+def test_a_run_the_server_created_but_whose_answer_was_lost_is_not_left_behind(tmp_path, mlflow_server, real_data_root):
+    port = free_port()
+    proxy = subprocess.Popen([sys.executable, str(Path(__file__).with_name("faulty_proxy.py")), mlflow_server, str(port),
+                              "--mode", "lose-answer", "--path", "runs/create", "--burst", "1"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stdout.readline().strip() == "ready"
+        done = cli(tmp_path, *SMALL, "schedule.epochs=2", f"tracking.uri=http://127.0.0.1:{port}", f"data.root={real_data_root}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        proxy.terminate()
+        lost = proxy.communicate(timeout=30)[0].count("fail lose-answer POST")
+    assert lost == 1  # the store committed a run whose id never came back
+    _, found = runs_of(mlflow_server)
+    finished = [r for r in found if r.info.status == "FINISHED"]
+    assert len(finished) == 1 and [m.step for m in MlflowClient(mlflow_server).get_metric_history(finished[0].info.run_id, "val/acc")] == [1, 2]
+    for other in found:
+        if other.info.run_id != finished[0].info.run_id:  # the one created twice: closed, naming the run that stands for the job
+            assert other.info.status == "KILLED" and other.data.tags["fmnist.superseded_by"] == finished[0].info.run_id
 
 
 @pytest.mark.slow
