@@ -282,7 +282,13 @@ class Bookkeeping:
 # ----- a sweep: one parent run, each job its child -----
 
 
-OPEN_SWEEP: dict = {}  # in the launching process: the tracker and parent run of the multirun under way
+OPEN_SWEEP: dict = {}  # in the launching process: the tracker, the sweep and (once its jobs are known valid) its parent run
+
+
+def open_sweep_parent() -> None:
+    """Open the multirun's parent run, once, when its sweeper has checked every job (a no-op outside a multirun)."""
+    if OPEN_SWEEP and "parent" not in OPEN_SWEEP:
+        OPEN_SWEEP["parent"] = open_parent(OPEN_SWEEP["tracker"], OPEN_SWEEP["sweep"])
 
 
 @dataclass

@@ -8,6 +8,7 @@ an `.npz` beside it with each row's per-image test correctness (packed bits) and
 
 import csv
 import hashlib
+import zipfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -145,12 +146,17 @@ def _legacy_tables(rows: list[dict[str, str]]) -> dict[tuple[str, str], str]:
 def read_export(path: Path) -> Studied:
     """The results in one export (a .csv with its .npz), with each run's record; UserError if either is missing or damaged."""
     arrays_path = path.with_suffix(".npz")
+    if arrays_path.is_file() and not zipfile.is_zipfile(arrays_path):
+        raise UserError(f"{arrays_path} is not the .npz file that --export writes beside {path.name}; export the study again")
     try:
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
         arrays = np.load(arrays_path)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read the export {path} with {arrays_path.name} ({err}); both files are needed") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, csv.Error, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read the export {path} with {arrays_path.name} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                        "both files are needed, as --export wrote them") from None
+    if not rows:
+        raise UserError(f"{path} holds no runs; export a study with `python -m fmnist.report --export {path.name}`")
     for row in rows:
         for new, old in LEGACY_NAMES.items():
             if new not in row and old in row:
@@ -170,7 +176,9 @@ def read_export(path: Path) -> Studied:
                 results.append(_result(row, correct, curves))
             except KeyError:
                 raise UserError(f"{arrays_path} has no arrays for row {i + 1} of {path}; the two files do not belong together") from None
-            except ValueError as err:
+            except (OSError, EOFError, zipfile.BadZipFile) as err:
+                raise UserError(f"{arrays_path} is damaged at row {i + 1} of {path} ({type(err).__name__}); export the study again") from None
+            except (ValueError, TypeError) as err:
                 raise UserError(f"{path}, row {i + 1}: a value is not what an export holds ({err}); the file is damaged") from None
             by_run.setdefault(row["run_id"], []).append(row)
     try:

@@ -7,21 +7,23 @@ The only module (with its callback) that knows Hydra: it turns Hydra's runtime f
 import dataclasses
 import hashlib
 import os
+import re
 import signal
 import sys
 import time
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import CompactHydraException, MissingConfigException
+from hydra.errors import CompactHydraException, ConfigCompositionException, MissingConfigException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from fmnist.bookkeeping import OPEN_SWEEP, Launch, Sweep, Terminated, close_parent, open_parent
+from fmnist.bookkeeping import OPEN_SWEEP, Launch, Sweep, Terminated, close_parent
 from fmnist.config import OPTION_GROUPS, register_schema
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
@@ -78,8 +80,9 @@ class PrepareStore(Callback):
         os.environ[SWEEP_ENV] = new_sweep_id()
         sweep = Sweep(os.environ[SWEEP_ENV], list(config.hydra.overrides.task), varying_keys(config),
                       str(config.hydra.launcher.get("_target_", "")), config.study.name)
-        # Kept in fmnist.bookkeeping: Hydra imports this module anew for the callback, beside `__main__`.
-        OPEN_SWEEP.update(tracker=tracker, parent=open_parent(tracker, sweep))
+        # Kept in fmnist.bookkeeping: Hydra imports this module anew for the callback, beside `__main__`. The parent run
+        # opens when the sweeper has checked every job (open_sweep_parent), so bad input leaves no run behind.
+        OPEN_SWEEP.update(tracker=tracker, sweep=sweep)
 
 
 def stop_on_sigterm(signum, frame):
@@ -131,14 +134,24 @@ def unknown_key(full_key: str, schema) -> str:
 
 def explain(err: BaseException) -> str | None:
     """Hydra's composition errors as one sentence; None for anything else."""
-    cause = err.__cause__
+    # Hydra raises a config file's own error as the context of its ConfigCompositionException.
+    cause = err.__cause__ or (err.__context__ if isinstance(err, ConfigCompositionException) else None)
+    where = re.match(r"In '([^']+)'", str(err))
+    prefix = f"{where.group(1)}.yaml: " if where and where.group(1) != "config" else ""
     if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
         group, _, option = err.missing_cfg_file.rpartition("/")
         return f"{group}={option} is not an option; choose one of: {', '.join(sorted(err.options))}"
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key:
-        return unknown_key(cause.full_key, cause.object_type)
+        return prefix + unknown_key(cause.full_key, cause.object_type)
     if isinstance(cause, ValidationError) and cause.full_key:
-        return f"{cause.full_key}: {str(cause.msg).splitlines()[0]}"
+        return f"{prefix}{cause.full_key}: {str(cause.msg).splitlines()[0]}"
+    if isinstance(cause, OmegaConfBaseException):
+        key = f"{cause.full_key}: " if getattr(cause, "full_key", None) else ""
+        return f"{prefix}{key}{str(getattr(cause, 'msg', cause)).splitlines()[0]} (a value of the wrong kind: a list where a mapping belongs, or the reverse)"
+    if isinstance(err, yaml.YAMLError):
+        mark = getattr(err, "problem_mark", None)
+        place = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a config file"
+        return f"{place} is not valid YAML: {getattr(err, 'problem', None) or str(err).splitlines()[0]}"
     if isinstance(err, CompactHydraException):
         return next((line for line in str(err).splitlines() if line.strip()), str(err))
     return None
@@ -180,8 +193,9 @@ def cli() -> None:
             raise
         sys.exit(f"error: {message}")
     finally:
-        if OPEN_SWEEP:
-            close_parent(OPEN_SWEEP.pop("tracker"), OPEN_SWEEP.pop("parent"), interrupted, raised)
+        if OPEN_SWEEP.get("parent"):
+            close_parent(OPEN_SWEEP["tracker"], OPEN_SWEEP["parent"], interrupted, raised)
+        OPEN_SWEEP.clear()
 
 
 if __name__ == "__main__":

@@ -204,3 +204,35 @@ def test_a_study_in_emulated_bf16_is_refused_before_anything_runs_unless_allowed
     done = cli(tmp_path, "-m", "study=table2", "precision=bf16", "allow_emulated_bf16=true", *SMALL, f"tracking.uri={uri}",
                "data.root=/nonexistent", env=slow_cpu)
     assert "to run it anyway" not in done.stderr and "/nonexistent" in done.stderr
+
+
+BAD_STUDIES = [
+    ("  factors: [a, b]", "study/bad.yaml: Cannot merge DictConfig with ListConfig"),
+    ("  sedes: {first: 3}", "study/bad.yaml: study.sedes is not a setting of study; its settings are: baseline"),
+    ("  factors: {f: {a: {overrides: [loss=mse]}}}\n  seeds: {first: three}", "study/bad.yaml: study.seeds.first: Value 'three'"),
+    ("  factors: {f: {a: {overrides: [loss=mse]}}\n  broken: [", "bad.yaml, line 5, column 3 is not valid YAML"),
+    ("  factors: {f: {a: {overrides: [loss=mes]}}}", "study bad, cell 'a' (loss=mes): loss=mes is not an option; choose one of: ce, mae, mse, nll"),
+    ("  factors: {f: {a: {overrides: loss=mse}}}", "level 'a': overrides must be a list of key=value strings"),
+    ("  factors: {f: {a: {overrides: [loss=mse]}}}\n  seeds: {first: 2}", "study.seeds.first must be >= 3"),
+]
+
+
+@pytest.mark.parametrize("body,message", BAD_STUDIES, ids=[m[:30] for _, m in BAD_STUDIES])
+def test_a_broken_study_file_is_one_sentence_and_leaves_no_run_not_even_a_parent(tmp_path, body, message):
+    (tmp_path / "mine" / "study").mkdir(parents=True)
+    (tmp_path / "mine" / "study" / "bad.yaml").write_text(f"# @package _global_\nstudy:\n  name: bad\n{body}\n")
+    uri = store(tmp_path)
+    done = cli(tmp_path, "-m", f"hydra.searchpath=[file://{tmp_path / 'mine'}]", "study=bad", *SMALL, f"tracking.uri={uri}")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, last
+    assert runs_of(uri, "fmnist", parents=True)[1] == []
+
+
+def test_a_bad_value_in_one_job_of_a_plain_sweep_stops_it_before_any_run(tmp_path):
+    uri = store(tmp_path)
+    done = cli(tmp_path, "-m", "optimizer.lr=0.001,-1", *SMALL, f"tracking.uri={uri}")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].endswith("optimizer.lr=-1 progress=False: optimizer.lr must be > 0, got -1.0") or \
+        "optimizer.lr must be > 0, got -1.0" in done.stderr.strip().splitlines()[-1]
+    assert runs_of(uri, "fmnist", parents=True)[1] == []

@@ -203,3 +203,26 @@ def test_report_from_exports_with_a_study_file_rewrites_the_export(tmp_path, cap
     study_file.write_text("study:\n  name: t\n  seeds: {first: 1}\n")
     with pytest.raises(SystemExit, match="the study file .* is not valid: study.seeds.first must be >= 3"):
         report.main(["--from", str(tmp_path / "runs"), "--design-from", str(study_file), "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda csv_path, npz: npz.write_text("not arrays"), "is not the .npz file that --export writes"),
+    (lambda csv_path, npz: csv_path.write_text(csv_path.read_text().splitlines()[0] + "\n"), "holds no runs"),
+    (lambda csv_path, npz: csv_path.write_text(csv_path.read_text().replace(",0.3,", ",lots,", 1)), "is damaged"),
+    (lambda csv_path, npz: npz.unlink(), "both files are needed"),
+    (lambda csv_path, npz: csv_path.write_text("a,b\n1,2\n"), "is not an fmnist export"),
+])
+def test_a_damaged_export_is_one_sentence(tmp_path, damage, message):
+    write_export(studied(base_and("a1", [0.01, 0.0, 0.02])), tmp_path / "runs.csv")
+    damage(tmp_path / "runs.csv", tmp_path / "runs.npz")
+    with pytest.raises(SystemExit, match=message) as raised:
+        report.main(["--from", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "out")])
+    assert str(raised.value.code).startswith("error: ") and "\n" not in str(raised.value.code)
+
+
+def test_an_output_folder_that_cannot_be_one_is_one_sentence(tmp_path):
+    write_export(studied(base_and("a1", [0.01, 0.0, 0.02])), tmp_path / "runs.csv")
+    (tmp_path / "afile").write_text("")
+    for out, message in [("afile", "is a file, not a folder"), ("afile/sub", "lies inside a file")]:
+        with pytest.raises(SystemExit, match=message):
+            report.main(["--from", str(tmp_path / "runs.csv"), "--out", str(tmp_path / out)])

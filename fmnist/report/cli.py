@@ -65,6 +65,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def ensure_folder(out: Path) -> None:
+    """The output folder exists and takes files, or one sentence says why not (before any work)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".fmnist-report-probe"
+        probe.write_text("")
+        probe.unlink()
+    except FileExistsError:
+        raise UserError(f"--out {out} is a file, not a folder; name a folder for the report's files") from None
+    except NotADirectoryError:
+        raise UserError(f"--out {out} lies inside a file, not a folder; name a folder for the report's files") from None
+    except OSError as err:
+        raise UserError(f"cannot write the report into {out} ({err.strerror or err}); name a folder you can write to") from None
+
+
 def options(args: argparse.Namespace) -> Options:
     return Options(args.strict, args.margin, per_seed=args.per_seed)
 
@@ -144,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(["python", "-m", "fmnist.report", *argv])
     try:
         refuse_credentials(args.tracking_uri, "--tracking-uri")
+        ensure_folder(args.out)
         files = from_exports(args, command) if args.exports else from_store(args, command)
     except UserError as err:
         sys.exit(f"error: {err}")

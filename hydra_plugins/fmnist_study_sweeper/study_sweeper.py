@@ -22,12 +22,14 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import CompactHydraException, HydraException
 from omegaconf import OmegaConf, open_dict, read_write
 
+from fmnist.bookkeeping import open_sweep_parent
 from fmnist.config import validate
 from fmnist.device import choose_precision, pick_device
 from fmnist.errors import ConfigError, UserError
 from fmnist.evidence import Evidence, evidence
 from fmnist.identity import semantic_params, settings_id
 from fmnist.results import Studied, read_export
+from fmnist.run import explain
 from fmnist.study import (
     BASELINE,
     COMBINED,
@@ -46,17 +48,66 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class StudySweeperConf:
-    _target_: str = "hydra_plugins.fmnist_study_sweeper.study_sweeper.StudySweeper"
+class FmnistSweeperConf:
+    _target_: str = "hydra_plugins.fmnist_study_sweeper.study_sweeper.FmnistSweeper"
     max_batch_size: int | None = None
     params: dict[str, str] | None = None
 
 
+@dataclass
+class StudySweeperConf(FmnistSweeperConf):
+    _target_: str = "hydra_plugins.fmnist_study_sweeper.study_sweeper.StudySweeper"
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="fmnist", node=FmnistSweeperConf, provider="fmnist")
 ConfigStore.instance().store(group="hydra/sweeper", name="fmnist_study", node=StudySweeperConf, provider="fmnist")
 
 
 class StudyError(CompactHydraException):
     """Hydra prints a compact exception as its message alone, without a stack trace."""
+
+
+class FmnistSweeper(BasicSweeper):
+    """Hydra's basic sweeper, checking every job's config against fmnist's schema before anything is created.
+
+    Only when every job is known to be valid does the sweep's parent run open (fmnist.bookkeeping): a typo
+    in the tenth job of a sweep leaves no run behind, not even a FAILED parent.
+    """
+
+    def sweep(self, arguments: list[str]):
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+        self.overrides = self.split_arguments(overrides, self.max_batch_size)
+        for batch in self.overrides:
+            self.validate_batch_is_legal(batch)
+            for job in batch:
+                self._check_job(job)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        returns, job_index = [], 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            returns.append(self._launch(batch, job_index))
+            job_index += len(batch)
+        return returns
+
+    def _launch(self, batch: list[list[str]], job_index: int):
+        open_sweep_parent()  # once, before the first job: every job is valid by now
+        results = self.launcher.launch(batch, initial_job_idx=job_index)
+        for r in results:
+            _ = r.return_value  # a failed job raises here (after the others ran)
+        return results
+
+    def _check_job(self, job: list[str]) -> None:
+        """One sentence, naming the job, for a value fmnist's schema refuses (optimizer.lr=-1, data.val_size=70000, ...)."""
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+            with read_write(cfg), open_dict(cfg):
+                del cfg["hydra"]
+            validate(cfg)
+        except ConfigError as err:
+            raise StudyError(f"job {' '.join(o for o in job if not o.startswith('++study.'))}: {err}") from None
 
 
 @dataclass
@@ -68,7 +119,7 @@ class Table:
     table: str  # its identity (the baseline run's settings)
 
 
-class StudySweeper(BasicSweeper):
+class StudySweeper(FmnistSweeper):
     def _study(self, overrides: list[Override]) -> StudyConfig:
         try:
             study: StudyConfig = OmegaConf.to_object(self.config.study)
@@ -76,8 +127,6 @@ class StudySweeper(BasicSweeper):
             cause = err.__cause__ or err.__context__
             message = str(cause) if isinstance(cause, UserError) else str(err).splitlines()[0]
             raise StudyError(f"the study file is not valid: {message}") from None
-        if study.name is None:
-            raise StudyError("hydra/sweeper=fmnist_study needs a study: add study=<name> (the files in conf/study/)")
         try:
             check_command_line(study, [o.get_key_element() for o in overrides])
         except ConfigError as err:
@@ -88,14 +137,16 @@ class StudySweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
         study = self._study(overrides)
-        if study.seeds is None or study.cells or study.combine or any(o.get_key_element() == "seed" for o in overrides):
-            return super().sweep(arguments)  # a fixed sweep: split_arguments below
+        if study.name is None or study.seeds is None or study.cells or study.combine or any(o.get_key_element() == "seed" for o in overrides):
+            return super().sweep(arguments)  # a plain or fixed sweep: split_arguments below
         return self._stages(study, overrides)
 
     # ----- a fixed sweep: the cells over the seeds given -----
 
     def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
         study = self._study(overrides)
+        if study.name is None:
+            return BasicSweeper.split_arguments(overrides, max_batch_size)
         combos = BasicSweeper.split_arguments(overrides, None)[0]
         plans: dict[tuple, tuple[list[Job], str]] = {}
         batch = []
@@ -137,7 +188,8 @@ class StudySweeper(BasicSweeper):
                     "or fp32 (a new table: runs never pool across precisions), or add allow_emulated_bf16=true to run it anyway"
                 )
         except (ConfigError, HydraException) as err:
-            raise StudyError(f"study {study.name}, cell '{cell}' ({' '.join(study.level(cell).overrides) or 'no overrides'}): {err}") from None
+            message = str(err) if isinstance(err, ConfigError) else explain(err) or str(err).strip().splitlines()[0]
+            raise StudyError(f"study {study.name}, cell '{cell}' ({' '.join(study.level(cell).overrides) or 'no overrides'}): {message}") from None
         plain = OmegaConf.to_container(cfg, resolve=True)
         params = {k: v for k, v in semantic_params(plain).items() if not k.startswith("study.")}
         return Composed(params, settings.schedule, settings_id(plain))
@@ -169,11 +221,8 @@ class StudySweeper(BasicSweeper):
                 )
             last_counts = counts
             self.validate_batch_is_legal(batch)
-            results = self.launcher.launch(batch, initial_job_idx=job_index)
-            for r in results:
-                _ = r.return_value  # a failed job raises here: the next stage needs its result
+            returns.append(self._launch(batch, job_index))  # a failed job raises here: the next stage needs its result
             job_index += len(batch)
-            returns.append(results)
         for t in tables:
             ev = store.evidence(t, study)
             if ev is not None:
