@@ -24,7 +24,7 @@ from fmnist import checkpoint
 from fmnist.config import Config, resolved
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
-from fmnist.identity import flatten, is_semantic, settings_id
+from fmnist.identity import applied, flatten, is_semantic, settings_id
 from fmnist.lease import Lease, LeaseLost
 from fmnist.results import exported_runs
 from fmnist.study import StudyConfig, override_key, readings, record
@@ -232,7 +232,7 @@ class Bookkeeping:
 
     def _params(self) -> dict[str, object]:
         """The flattened config; of the study node only what places the run (its name and readings)."""
-        flat = flatten(resolved(self.cfg))
+        flat = applied(flatten(resolved(self.cfg)))
         return {k: v for k, v in flat.items() if not k.startswith("study.") or is_semantic(k) or k == "study.name"}
 
     def _tags(self) -> dict[str, str]:

@@ -39,7 +39,13 @@ def is_semantic(key: str) -> bool:
 
 def semantic_params(config: dict) -> dict[str, object]:
     """The resolved config (a plain nested dict), flattened, without the keys that do not change the computation."""
-    return {k: v for k, v in flatten(config).items() if is_semantic(k)}
+    return {k: v for k, v in applied(flatten(config)).items() if is_semantic(k)}
+
+
+def applied(flat: dict[str, object]) -> dict[str, object]:
+    """Without the settings of augmentations the run does not apply (`transform.<name>.<setting>`, name not in transform.augment)."""
+    used = set(flat.get("transform.augment") or [])
+    return {k: v for k, v in flat.items() if not (k.startswith("transform.") and k.count(".") == 2 and k.split(".")[1] not in used)}
 
 
 def _digest(params: dict[str, object]) -> str:

@@ -21,15 +21,57 @@ FMNIST_STD = 0.3530
 
 
 @dataclass
+class FlipConfig:
+    p: float = 0.5  # probability of a horizontal flip
+
+    def __post_init__(self):
+        require(0.0 <= self.p <= 1.0, f"transform.flip.p must be in [0, 1], got {self.p}")
+
+
+@dataclass
+class CropConfig:
+    padding: int = 2  # pixels of zero padding before the random 28x28 crop
+
+    def __post_init__(self):
+        require(self.padding >= 0, f"transform.crop.padding must be >= 0, got {self.padding}")
+
+
+@dataclass
+class RotateConfig:
+    degrees: float = 10.0  # angles drawn uniformly from [-degrees, degrees]
+
+    def __post_init__(self):
+        require(0.0 <= self.degrees <= 180.0, f"transform.rotate.degrees must be in [0, 180], got {self.degrees}")
+
+
+@dataclass
+class EraseConfig:
+    p: float = 0.5  # probability that a random rectangle of the image is replaced by noise
+    area: list[float] = field(default_factory=lambda: [0.02, 0.25])  # the rectangle's share of the image, [min, max]
+
+    def __post_init__(self):
+        require(0.0 <= self.p <= 1.0, f"transform.erase.p must be in [0, 1], got {self.p}")
+        require(
+            len(self.area) == 2 and 0.0 < self.area[0] <= self.area[1] <= 1.0,
+            f"transform.erase.area must be [min, max] with 0 < min <= max <= 1, got {self.area}",
+        )
+
+
+@dataclass
 class TransformConfig:
-    augment: list[str] = field(default_factory=list)  # applied in this order, training only
+    """Normalization, the augmentations applied (in order, training only), and each one's settings under its name.
+
+    Settings of an augmentation that is not in `augment` would set something that never runs
+    (`transform=flip transform.erase.p=0.9`): they are refused, and they are not part of a run's identity.
+    """
+
+    augment: list[str] = field(default_factory=list)
     mean: float = FMNIST_MEAN
     std: float = FMNIST_STD
-    flip_p: float = 0.5  # probability of a horizontal flip
-    crop_padding: int = 2  # pixels of zero padding before the random 28x28 crop
-    rotate_degrees: float = 10.0  # angles drawn uniformly from [-d, d]
-    erase_p: float = 0.5  # probability that a random rectangle of the image is replaced by noise
-    erase_area: list[float] = field(default_factory=lambda: [0.02, 0.25])  # rectangle's share of the image, [min, max]
+    flip: FlipConfig = field(default_factory=FlipConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    rotate: RotateConfig = field(default_factory=RotateConfig)
+    erase: EraseConfig = field(default_factory=EraseConfig)
     eval_flip: bool = False  # test-time augmentation: average the logits of each image and its mirror
 
     def __post_init__(self):
@@ -37,32 +79,28 @@ class TransformConfig:
             if name not in AUGMENTATIONS:
                 raise ConfigError(AUGMENTATIONS.unknown_message(name))
         require(self.std > 0, f"transform.std must be > 0, got {self.std}")
-        require(0.0 <= self.flip_p <= 1.0, f"transform.flip_p must be in [0, 1], got {self.flip_p}")
-        require(self.crop_padding >= 0, f"transform.crop_padding must be >= 0, got {self.crop_padding}")
-        require(
-            0.0 <= self.rotate_degrees <= 180.0,
-            f"transform.rotate_degrees must be in [0, 180], got {self.rotate_degrees}",
-        )
-        require(0.0 <= self.erase_p <= 1.0, f"transform.erase_p must be in [0, 1], got {self.erase_p}")
-        require(
-            len(self.erase_area) == 2 and 0.0 < self.erase_area[0] <= self.erase_area[1] <= 1.0,
-            f"transform.erase_area must be [min, max] with 0 < min <= max <= 1, got {self.erase_area}",
-        )
+        for name, schema in AUGMENTATIONS.schemas().items():
+            if name not in self.augment and getattr(self, name) != schema():
+                listed = ",".join([*self.augment, name])
+                raise ConfigError(
+                    f"transform.{name} sets an augmentation that is not applied (transform.augment is {self.augment}); "
+                    f"add it (transform.augment=[{listed}]) or drop its settings"
+                )
 
 
 def _uniform(n: int, generator: torch.Generator, device) -> torch.Tensor:
     return torch.rand(n, generator=generator, device=device)
 
 
-@AUGMENTATIONS.register("flip")
-def random_flip(images: torch.Tensor, generator: torch.Generator, cfg: TransformConfig) -> torch.Tensor:
-    flip = _uniform(len(images), generator, images.device) < cfg.flip_p
+@AUGMENTATIONS.register("flip", FlipConfig)
+def random_flip(images: torch.Tensor, generator: torch.Generator, cfg: FlipConfig) -> torch.Tensor:
+    flip = _uniform(len(images), generator, images.device) < cfg.p
     return torch.where(flip[:, None, None], images.flip(-1), images)
 
 
-@AUGMENTATIONS.register("crop")
-def random_crop(images: torch.Tensor, generator: torch.Generator, cfg: TransformConfig) -> torch.Tensor:
-    pad = cfg.crop_padding
+@AUGMENTATIONS.register("crop", CropConfig)
+def random_crop(images: torch.Tensor, generator: torch.Generator, cfg: CropConfig) -> torch.Tensor:
+    pad = cfg.padding
     if pad == 0:
         return images
     n, height, width = images.shape
@@ -75,23 +113,23 @@ def random_crop(images: torch.Tensor, generator: torch.Generator, cfg: Transform
     return band.gather(2, cols.expand(n, height, width))
 
 
-@AUGMENTATIONS.register("rotate")
-def random_rotate(images: torch.Tensor, generator: torch.Generator, cfg: TransformConfig) -> torch.Tensor:
+@AUGMENTATIONS.register("rotate", RotateConfig)
+def random_rotate(images: torch.Tensor, generator: torch.Generator, cfg: RotateConfig) -> torch.Tensor:
     n = len(images)
-    angles = (2 * _uniform(n, generator, images.device) - 1) * math.radians(cfg.rotate_degrees)
+    angles = (2 * _uniform(n, generator, images.device) - 1) * math.radians(cfg.degrees)
     cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta.to(images.dtype), [n, 1, *images.shape[1:]], align_corners=False)
     return F.grid_sample(images[:, None], grid, align_corners=False, padding_mode="zeros")[:, 0]
 
 
-@AUGMENTATIONS.register("erase")
-def random_erase(images: torch.Tensor, generator: torch.Generator, cfg: TransformConfig) -> torch.Tensor:
+@AUGMENTATIONS.register("erase", EraseConfig)
+def random_erase(images: torch.Tensor, generator: torch.Generator, cfg: EraseConfig) -> torch.Tensor:
     # Random erasing (Zhong et al., 2017): a rectangle of random area and aspect ratio, at a random
     # place, filled with uniform noise; built as one mask for the whole batch.
     n, height, width = images.shape
     device = images.device
-    low, high = cfg.erase_area
+    low, high = cfg.area
     area = (low + (high - low) * _uniform(n, generator, device)) * height * width
     aspect = torch.exp((2 * _uniform(n, generator, device) - 1) * math.log(3.0))  # 1/3 .. 3, log-uniform
     h = (area * aspect).sqrt().round().clamp(1, height)
@@ -102,7 +140,7 @@ def random_erase(images: torch.Tensor, generator: torch.Generator, cfg: Transfor
     cols = torch.arange(width, device=device)[None, :]
     in_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])  # (n, height)
     in_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])  # (n, width)
-    erase = _uniform(n, generator, device) < cfg.erase_p
+    erase = _uniform(n, generator, device) < cfg.p
     mask = in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None]
     noise = torch.rand(images.shape, generator=generator, device=device, dtype=images.dtype)
     return torch.where(mask, noise, images)
@@ -113,12 +151,12 @@ class BatchTransform:
 
     def __init__(self, cfg: TransformConfig):
         self.cfg = cfg
-        self.augmentations = [AUGMENTATIONS.get(name) for name in cfg.augment]
+        self.augmentations = [(AUGMENTATIONS.get(name), getattr(cfg, name)) for name in cfg.augment]
 
     def train(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = images.float().div_(255.0)
-        for augment in self.augmentations:
-            x = augment(x, generator, self.cfg)
+        for augment, settings in self.augmentations:
+            x = augment(x, generator, settings)
         return self._normalize(x)
 
     def eval(self, images: torch.Tensor) -> torch.Tensor:

@@ -63,11 +63,13 @@ def test_wrong_group_option_names_the_valid_ones():
         ("device=tpu", "device must be one of"),
         ("data.val_size=0", "data.val_size"),
         ("precision=fp16", "precision must be one of fp32, bf16, auto; got 'fp16'"),
+        ("transform.erase.p=0.9", r"transform.erase sets an augmentation that is not applied \(transform.augment is \[\]\)"),
+        ("transform.flip.p=2", "transform.flip.p must be in"),
     ],
 )
 def test_bad_values_are_refused_with_one_sentence(override, message):
     with pytest.raises(ConfigError, match=message):
-        validate(compose_config([override]))
+        validate(compose_config(["transform=flip", override] if override.startswith("transform.flip") else [override]))
 
 
 @pytest.mark.parametrize(
