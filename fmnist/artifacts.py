@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+import yaml
 
 from fmnist import plots
 from fmnist.engine import EpochResult, Evaluation
@@ -30,8 +30,8 @@ def write_per_class(path: Path, confusion: torch.Tensor) -> None:
     path.write_text("class,name,accuracy,count\n" + "\n".join(rows) + "\n")
 
 
-def write_artifacts(folder: Path, cfg: DictConfig, history: list[EpochResult], test: Evaluation, labels, model) -> None:
-    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+def write_artifacts(folder: Path, values: dict, history: list[EpochResult], test: Evaluation, labels, model) -> None:
+    (folder / "config.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     curves = {"": {key: [r.metrics()[key] for r in history] for key in ("train/acc", "val/acc", "train/loss", "val/loss")}}
     plots.learning_curves(curves, folder / "learning_curves.png", title=f"test/acc {test.acc:.4f}")
     confusion = confusion_matrix(test.predictions, labels, len(plots.CLASS_NAMES))

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from fmnist import checkpoint
-from fmnist.config import Config, resolved
+from fmnist.config import RunSpec
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
 from fmnist.identity import applied, flatten, is_semantic, settings_id
@@ -118,8 +117,9 @@ class Skip:
 class Bookkeeping:
     """One job's record keeping: its store, its fingerprint, its lease and checkpoint files."""
 
-    def __init__(self, cfg: DictConfig, settings: Config, launch: Launch, fp: str):
-        self.cfg, self.settings, self.launch, self.fp = cfg, settings, launch, fp
+    def __init__(self, spec: RunSpec, launch: Launch):
+        self.values, self.settings, self.launch, self.fp = spec.values, spec.settings, launch, spec.fingerprint
+        settings, fp = spec.settings, self.fp
         self.tracker = Tracker(resolve_uri(settings.tracking.uri, launch.base_dir), settings.tracking.experiment)
         folder = Path(launch.base_dir, settings.checkpoint_dir)
         self.checkpoint_path = folder / f"{fp}.pt"
@@ -232,7 +232,7 @@ class Bookkeeping:
 
     def _params(self) -> dict[str, object]:
         """The flattened config; of the study node only what places the run (its name and readings)."""
-        flat = applied(flatten(resolved(self.cfg)))
+        flat = applied(flatten(self.values))
         return {k: v for k, v in flat.items() if not k.startswith("study.") or is_semantic(k) or k == "study.name"}
 
     def _tags(self) -> dict[str, str]:
@@ -240,7 +240,7 @@ class Bookkeeping:
         tags = {
             SWEEP_TAG: self.launch.sweep_id,
             FINGERPRINT_TAG: self.fp,
-            SETTINGS_TAG: settings_id(resolved(self.cfg)),
+            SETTINGS_TAG: settings_id(self.values),
             OVERRIDES_TAG: shlex.join(self.launch.overrides),
             GIT_TAG: git_commit(),
         }

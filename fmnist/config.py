@@ -87,10 +87,26 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError(str(err).splitlines()[0]) from None
 
 
-def resolved(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)
+@dataclass
+class RunSpec:
+    """One run's configuration, turned from Hydra's once: the checked dataclasses, and the same as plain resolved
+    values (what is logged, written to config.yaml and fingerprinted). Nothing past this point knows omegaconf."""
+
+    settings: Config
+    values: dict
+
+    @property
+    def fingerprint(self) -> str:
+        """Same semantic config, same fingerprint: a run asked for twice is recognisable."""
+        return fingerprint_of(self.values)
+
+    def settle_precision(self, precision: str) -> None:
+        """`precision=auto` becomes what the run really trains in, in both views."""
+        self.settings.precision = precision
+        self.values["precision"] = precision
 
 
-def fingerprint(cfg: DictConfig) -> str:
-    """Same semantic config, same fingerprint: a run asked for twice is recognisable."""
-    return fingerprint_of(resolved(cfg))
+def run_spec(cfg: DictConfig) -> RunSpec:
+    """The composed config as a RunSpec; raises ConfigError with one clear sentence."""
+    settings = validate(cfg)
+    return RunSpec(settings, OmegaConf.to_container(cfg, resolve=True))

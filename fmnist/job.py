@@ -10,12 +10,11 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from fmnist import checkpoint
 from fmnist.artifacts import write_artifacts, write_predictions
 from fmnist.bookkeeping import Bookkeeping, Launch, say
-from fmnist.config import Config, fingerprint, validate
+from fmnist.config import Config, RunSpec
 from fmnist.data import DataConfig, Dataset, load_dataset, split_digest
 from fmnist.device import choose_precision, pick_device
 from fmnist.engine import EpochResult, Evaluation, evaluate, fit
@@ -30,14 +29,14 @@ from fmnist.transforms import BatchTransform, build_transform
 __all__ = ["Launch", "train"]
 
 
-def train(cfg: DictConfig, launch: Launch) -> float | None:
-    """Skip, resume or train one configuration; log everything. Returns the test accuracy."""
-    settings: Config = validate(cfg)  # bad values stop here, before anything is read or written
+def train(spec: RunSpec, launch: Launch) -> float | None:
+    """Skip, resume or train one configuration (checked by `config.run_spec`); log everything. Returns the test accuracy."""
+    settings = spec.settings
     device = pick_device(settings.device)
-    settings.precision = resolve_precision(cfg, settings.precision, device)
-    book = Bookkeeping(cfg, settings, launch, fingerprint(cfg))  # an unreachable or damaged store stops here
+    resolve_precision(spec, device)
+    book = Bookkeeping(spec, launch)  # an unreachable or damaged store stops here
     try:
-        return _train(cfg, settings, launch, device, book)
+        return _train(spec, launch, device, book)
     except LeaseLost as err:
         book.record("lost", reason=str(err)[:2000])  # another process holds the job now: not a failure of the job
         raise
@@ -46,7 +45,8 @@ def train(cfg: DictConfig, launch: Launch) -> float | None:
         raise
 
 
-def _train(cfg: DictConfig, settings: Config, launch: Launch, device: torch.device, book: Bookkeeping) -> float | None:
+def _train(spec: RunSpec, launch: Launch, device: torch.device, book: Bookkeeping) -> float | None:
+    settings = spec.settings
     skip = book.finished()
     if skip:
         book.record("skipped", skip.run_id, where=skip.where)
@@ -70,7 +70,7 @@ def _train(cfg: DictConfig, settings: Config, launch: Launch, device: torch.devi
         if resume is None:
             run.log_datasets(inputs)
         try:
-            accuracy = Training(settings, cfg, data, device, run, book.checkpoint_path, book.fp, book.lease).run(resume)
+            accuracy = Training(spec, data, device, run, book.checkpoint_path, book.fp, book.lease).run(resume)
         except BaseException as err:
             book.ended(run, err)
             raise
@@ -79,19 +79,19 @@ def _train(cfg: DictConfig, settings: Config, launch: Launch, device: torch.devi
     return accuracy
 
 
-def resolve_precision(cfg: DictConfig, requested: str, device: torch.device) -> str:
+def resolve_precision(spec: RunSpec, device: torch.device) -> None:
     """The precision the run trains in, said in one line where it was chosen or is a poor choice here.
 
-    `auto` is replaced in the config itself, so the run's params and fingerprint name what it really did:
+    `auto` is replaced in the spec itself, so the run's params and fingerprint name what it really did:
     a bf16 run and an fp32 run are never taken for one another, nor pooled in one study cell.
     """
+    requested = spec.settings.precision
     precision, why = choose_precision(requested, device)
     if requested == "auto":
         say(f"precision=auto: {precision}, because {why}")
-        cfg.precision = precision
+        spec.settle_precision(precision)
     elif why:
         say(f"precision={requested}: {why}")
-    return precision
 
 
 def misfit(resume: checkpoint.Checkpoint, settings: Config, device: torch.device) -> str | None:
@@ -156,9 +156,9 @@ class Parts:
 class Training:
     """Trains with a checkpoint per epoch, evaluates the test set where asked, logs, and writes the artifacts."""
 
-    def __init__(self, settings: Config, cfg: DictConfig, data: Dataset, device, run: TrackedRun, path: Path, fp: str, lease: Lease):
-        self.settings, self.cfg, self.data, self.run_log, self.path, self.fp, self.lease = settings, cfg, data, run, path, fp, lease
-        self.parts = Parts.build(settings, device)
+    def __init__(self, spec: RunSpec, data: Dataset, device, run: TrackedRun, path: Path, fp: str, lease: Lease):
+        self.settings, self.values, self.data, self.run_log, self.path, self.fp, self.lease = spec.settings, spec.values, data, run, path, fp, lease
+        self.parts = Parts.build(spec.settings, device)
         self.labels = data.test.labels.cpu()
         self.history: list[EpochResult] = []
 
@@ -180,7 +180,7 @@ class Training:
         if len(self.history) not in self.run_log.logged_steps("test/acc"):  # a resumed run may have logged it before its kill
             self.run_log.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=len(self.history))
         with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as folder:
-            write_artifacts(Path(folder), self.cfg, self.history, test, self.labels, p.model)
+            write_artifacts(Path(folder), self.values, self.history, test, self.labels, p.model)
             self.lease.check()
             self.run_log.log_artifacts(Path(folder))
         return test.acc

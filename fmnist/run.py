@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from fmnist.bookkeeping import OPEN_SWEEP, Launch, Sweep, Terminated, close_parent
-from fmnist.config import OPTION_GROUPS, register_schema
+from fmnist.config import OPTION_GROUPS, register_schema, run_spec
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
 from fmnist.job import train
@@ -106,7 +106,7 @@ def main(cfg: DictConfig) -> float | None:
         config_args(hydra_cfg), hydra_cfg.job.num if multirun else None,
     )
     try:
-        return train(cfg, launch)
+        return train(run_spec(cfg), launch)
     except (KeyboardInterrupt, Terminated):
         # The run is marked KILLED and keeps its checkpoint; stop the whole sweep, without a traceback.
         sys.exit("interrupted: the run is marked KILLED; run the same command again to resume it (finished jobs are skipped)")

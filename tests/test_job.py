@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from fmnist import job
 from fmnist.bookkeeping import Terminated
+from fmnist.config import RunSpec, run_spec
 from fmnist.engine import Diverged
 from fmnist.job import Launch, train
 from fmnist.optimizers import OPTIMIZERS
@@ -25,13 +26,13 @@ def shared(tmp_path_factory):
     return root, write_tiny_fmnist(root / "tiny", n_train=96, n_test=32), f"sqlite:///{root / 'mlflow.db'}"
 
 
-def tiny(shared, experiment: str, *overrides: str):
+def tiny(shared, experiment: str, *overrides: str) -> RunSpec:
     root, data, uri = shared
-    return compose_config([
+    return run_spec(compose_config([
         "model=mlp", "model.hidden=[16]", "batch_size=16", "data.val_size=16", "data.verify=false", f"data.root={data}",
         "progress=false", "threads=1", f"tracking.uri={uri}", f"tracking.experiment={experiment}",
         f"checkpoint_dir={root / experiment / 'checkpoints'}", *overrides,
-    ])
+    ]))
 
 
 def stop_after(monkeypatch, epoch: int) -> None:
@@ -187,11 +188,10 @@ def test_a_checkpoint_that_no_longer_fits_the_code_starts_a_fresh_run_that_super
 def test_the_owner_closes_every_other_unfinished_run_of_its_job_whatever_host_it_names(shared, tmp_path):
     _, _, uri = shared
     cfg = tiny(shared, "orphans", "schedule.epochs=1")
-    from fmnist.config import fingerprint
     from fmnist.tracking import Tracker
 
     tracker = Tracker(uri, "orphans")
-    orphan = tracker.start_run("an orphan", {}, {"fmnist.fingerprint": fingerprint(cfg), "fmnist.host": "node-far-away", "fmnist.pid": "1"})
+    orphan = tracker.start_run("an orphan", {}, {"fmnist.fingerprint": cfg.fingerprint, "fmnist.host": "node-far-away", "fmnist.pid": "1"})
     train(cfg, Launch([], "s", tmp_path))
     runs = {r.info.run_id: r for r in runs_of(uri, "orphans")[1]}
     finished = next(r for r in runs.values() if r.info.status == "FINISHED")

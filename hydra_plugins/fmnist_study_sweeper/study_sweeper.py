@@ -28,6 +28,7 @@ from fmnist.device import choose_precision, pick_device
 from fmnist.errors import ConfigError, UserError
 from fmnist.evidence import Evidence, evidence
 from fmnist.identity import semantic_params, settings_id
+from fmnist.job import dataset
 from fmnist.results import Studied, read_export
 from fmnist.run import explain
 from fmnist.study import (
@@ -100,13 +101,16 @@ class FmnistSweeper(BasicSweeper):
         return results
 
     def _check_job(self, job: list[str]) -> None:
-        """One sentence, naming the job, for a value fmnist's schema refuses (optimizer.lr=-1, data.val_size=70000, ...)."""
+        """One sentence, naming the job, for what would stop it: a value fmnist's schema refuses (optimizer.lr=-1,
+        data.val_size=70000), a device that is not here, a data set that is missing or corrupt."""
         try:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
             with read_write(cfg), open_dict(cfg):
                 del cfg["hydra"]
-            validate(cfg)
-        except ConfigError as err:
+            settings = validate(cfg)
+            pick_device(settings.device)
+            dataset(settings.data)  # read and verified once; jobs in this process reuse it
+        except UserError as err:
             raise StudyError(f"job {' '.join(o for o in job if not o.startswith('++study.'))}: {err}") from None
 
 
