@@ -7,12 +7,10 @@ deleted when its run finishes or its configuration is bad (a user error, a diver
 after a transient failure, so the next attempt resumes.
 """
 
-import functools
 import json
 import os
 import shlex
 import socket
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,22 +21,19 @@ from fmnist import checkpoint
 from fmnist.config import RunSpec
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
-from fmnist.identity import applied, flatten, is_semantic, settings_id
+from fmnist.identity import applied, flatten, git_commit, is_semantic, settings_id
 from fmnist.lease import Lease, LeaseLost
 from fmnist.results import exported_runs
 from fmnist.study import StudyConfig, override_key, readings, record
+from fmnist.sweep import SUPERSEDED_TAG, varying_name
 from fmnist.tracking import (
-    FAILED_JOBS_TAG,
     FINGERPRINT_TAG,
     GIT_TAG,
     JOB_TAG,
-    LAUNCHER_TAG,
     OVERRIDES_TAG,
     PARENT_ID_TAG,
-    PARENT_TAG,
     SETTINGS_TAG,
     STUDY_TAG,
-    SWEEP_COMMAND_TAG,
     SWEEP_TAG,
     VARYING_TAG,
     RunRecord,
@@ -48,10 +43,8 @@ from fmnist.tracking import (
     resolve_uri,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOST_TAG, PID_TAG = "fmnist.host", "fmnist.pid"
 ATTEMPT_TAG = "fmnist.attempt"  # the lease token of the process that created the run: found again if the store's answer is lost
-SUPERSEDED_TAG = "fmnist.superseded_by"  # on a run of a job that another run now stands for
 SLURM_TAG = "fmnist.slurm_job"  # the Slurm job (array_task) that last ran the run
 
 
@@ -73,20 +66,6 @@ class Launch:
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-@functools.cache  # the code running is the code imported at start-up: one look per process, not per job
-def git_commit() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit}{'-dirty' if dirty else ''}" if commit else "unknown"
 
 
 def run_name(overrides: list[str]) -> str:
@@ -277,71 +256,3 @@ class Bookkeeping:
     def _config_is_bad(err: BaseException) -> bool:
         """Failures that would repeat themselves from the checkpoint: bad input, a diverging loss."""
         return isinstance(err, (UserError, Diverged))
-
-
-# ----- a sweep: one parent run, each job its child -----
-
-
-OPEN_SWEEP: dict = {}  # in the launching process: the tracker, the sweep and (once its jobs are known valid) its parent run
-
-
-def open_sweep_parent() -> None:
-    """Open the multirun's parent run, once, when its sweeper has checked every job (a no-op outside a multirun)."""
-    if OPEN_SWEEP and "parent" not in OPEN_SWEEP:
-        OPEN_SWEEP["parent"] = open_parent(OPEN_SWEEP["tracker"], OPEN_SWEEP["sweep"])
-
-
-@dataclass
-class Sweep:
-    """What the launching process knows about a multirun: it opens the parent run and closes it."""
-
-    sweep_id: str
-    command: list[str]  # the overrides as typed, sweeps included (loss=ce,mse,nll)
-    varying: list[str]  # the keys whose values differ between the jobs
-    launcher: str
-    study: str | None
-
-
-def sweep_name(sweep: Sweep) -> str:
-    """`sweep loss=ce,mse,nll model=mlp`: what varies first, then the settings the jobs share."""
-    semantic = [o for o in sweep.command if is_semantic(override_key(o)) or override_key(o) == "study"]
-    first = [o for o in semantic if override_key(o) in sweep.varying]
-    return " ".join(["sweep", *first, *(o for o in semantic if o not in first)])
-
-
-def open_parent(tracker: Tracker, sweep: Sweep) -> TrackedRun:
-    tags = {
-        PARENT_TAG: "1", SWEEP_TAG: sweep.sweep_id, SWEEP_COMMAND_TAG: shlex.join(sweep.command),
-        VARYING_TAG: json.dumps(sweep.varying), LAUNCHER_TAG: sweep.launcher, GIT_TAG: git_commit(),
-    }
-    if sweep.study:
-        tags[STUDY_TAG] = sweep.study
-    return tracker.start_run(sweep_name(sweep), {}, tags)
-
-
-def close_parent(tracker: Tracker, parent: TrackedRun, interrupted: bool, raised: bool) -> None:
-    """FINISHED when every job finished or was skipped; else FAILED, saying how many jobs failed."""
-    record = tracker.get(parent.run_id)
-    outcomes = [json.loads(v) for k, v in record.tags.items() if k.startswith(JOB_TAG)] if record else []
-    failed = [o for o in outcomes if o["outcome"] == "failed"]
-    # Jobs, not runs: a job whose run another run superseded, or that finished in another run, did not fail.
-    children = tracker.runs(f"tags.`{PARENT_ID_TAG}` = '{parent.run_id}'")
-    finished = {r.tags.get(FINGERPRINT_TAG) for r in children if r.status == "FINISHED"}
-    unfinished = {r.tags.get(FINGERPRINT_TAG) for r in children if r.status != "FINISHED" and SUPERSEDED_TAG not in r.tags} - finished
-    count = max(len(failed), len(unfinished), 1 if raised else 0)
-    if interrupted:
-        parent.fail(f"interrupted after {len(outcomes)} job(s) ended", killed=True)
-    elif count:
-        parent.set_tags({FAILED_JOBS_TAG: str(count)})
-        parent.fail(f"{count} of {max(len(outcomes), count)} job(s) failed")
-    else:
-        parent.finish()
-
-
-def varying_name(overrides: list[str], varying: list[str], cells: list[str]) -> str:
-    """A child's name: the overrides that differ between the sweep's jobs (`loss=mse`, `cell=sgd seed=2`)."""
-    parts = [f"cell={cells[-1]}"] if cells and "cell" in varying else []
-    parts += [o for o in overrides if override_key(o) in varying]
-    if len(cells) > 1 and "cell" in varying:
-        parts.append(f"(also {', '.join(cells[:-1])})")
-    return " ".join(parts)

@@ -3,8 +3,13 @@
 Plain dicts in, strings out: no Hydra, no MLflow, so the report and the study code can use it.
 """
 
+import functools
 import hashlib
 import json
+import subprocess
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Keys that change where or how a run is recorded, not what it computes. Of the study node only the
 # readings and test_at count: they decide which test evaluations a run makes and which cells it stands for.
@@ -61,3 +66,17 @@ def fingerprint(config: dict) -> str:
 def settings_id(config: dict) -> str:
     """The fingerprint without the seed and the study readings: runs of one cell share it across seeds."""
     return _digest({k: v for k, v in semantic_params(config).items() if not _under(k, PER_RUN)})
+
+
+@functools.cache  # the code running is the code imported at start-up: one look per process, not per job
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}{'-dirty' if dirty else ''}" if commit else "unknown"

@@ -23,12 +23,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from fmnist.bookkeeping import OPEN_SWEEP, Launch, Sweep, Terminated, close_parent
+from fmnist.bookkeeping import Launch, Terminated
 from fmnist.config import OPTION_GROUPS, register_schema, run_spec
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
 from fmnist.job import train
 from fmnist.lease import LeaseLost
+from fmnist.sweep import OPEN_SWEEP, Sweep, close_parent
 from fmnist.tracking import Tracker, credentials_from_environment, refuse_credentials, resolve_uri
 
 SWEEP_ENV = "FMNIST_SWEEP_ID"  # set by the launching process; jobs in other processes (joblib, submitit, Slurm) inherit it
@@ -80,7 +81,7 @@ class PrepareStore(Callback):
         os.environ[SWEEP_ENV] = new_sweep_id()
         sweep = Sweep(os.environ[SWEEP_ENV], list(config.hydra.overrides.task), varying_keys(config),
                       str(config.hydra.launcher.get("_target_", "")), config.study.name)
-        # Kept in fmnist.bookkeeping: Hydra imports this module anew for the callback, beside `__main__`. The parent run
+        # Kept in fmnist.sweep: Hydra imports this module anew for the callback, beside `__main__`. The parent run
         # opens when the sweeper has checked every job (open_sweep_parent), so bad input leaves no run behind.
         OPEN_SWEEP.update(tracker=tracker, sweep=sweep)
 

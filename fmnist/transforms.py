@@ -80,6 +80,8 @@ class TransformConfig:
                 raise ConfigError(AUGMENTATIONS.unknown_message(name))
         require(self.std > 0, f"transform.std must be > 0, got {self.std}")
         for name, schema in AUGMENTATIONS.schemas().items():
+            if isinstance(getattr(self, name), dict):  # built from plain values (a run's resolved config)
+                setattr(self, name, schema(**getattr(self, name)))
             if name not in self.augment and getattr(self, name) != schema():
                 listed = ",".join([*self.augment, name])
                 raise ConfigError(

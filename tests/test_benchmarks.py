@@ -44,6 +44,7 @@ def test_throughput_names_forced_code_paths_and_measures_resnet18_both_ways(tmp_
     assert "| resnet18 | fmnist, fp32, every tap (trim_taps=false) |" in text and "| resnet18 | fmnist, fp32 + channels-last |" in text
 
 
+@pytest.mark.slow
 def test_overhead_times_a_real_sweep_against_a_bare_process(tmp_path, real_data_root):
     bench("overhead.py", "--jobs", "2", "--train-size", "500", "--rounds", "2", "--out", str(tmp_path), cwd=tmp_path)
     text = (tmp_path / "overhead.md").read_text()

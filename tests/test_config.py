@@ -5,7 +5,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
-from fmnist.config import Config, fingerprint, validate
+from fmnist.config import Config, run_spec, validate
 from fmnist.errors import ConfigError
 from tests.conftest import CONF_DIR, compose_config
 
@@ -84,6 +84,10 @@ def test_wrong_types_and_unknown_keys_are_refused_at_compose_time(override, caus
     with pytest.raises(ConfigCompositionException) as err:
         compose_config([override])
     assert isinstance(err.value.__cause__, cause) and message in str(err.value.__cause__)
+
+
+def fingerprint(cfg) -> str:
+    return run_spec(cfg).fingerprint
 
 
 def test_fingerprint_ignores_where_a_run_is_recorded_but_not_what_it_computes():

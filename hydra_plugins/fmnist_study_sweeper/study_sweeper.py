@@ -22,7 +22,6 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import CompactHydraException, HydraException
 from omegaconf import OmegaConf, open_dict, read_write
 
-from fmnist.bookkeeping import open_sweep_parent
 from fmnist.config import validate
 from fmnist.device import choose_precision, pick_device
 from fmnist.errors import ConfigError, UserError
@@ -44,6 +43,7 @@ from fmnist.study import (
     override_key,
     table_of,
 )
+from fmnist.sweep import open_sweep_parent
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class StudyError(CompactHydraException):
 class FmnistSweeper(BasicSweeper):
     """Hydra's basic sweeper, checking every job's config against fmnist's schema before anything is created.
 
-    Only when every job is known to be valid does the sweep's parent run open (fmnist.bookkeeping): a typo
+    Only when every job is known to be valid does the sweep's parent run open (fmnist.sweep): a typo
     in the tenth job of a sweep leaves no run behind, not even a FAILED parent.
     """
 
@@ -269,7 +269,7 @@ class _Results:
     """The table's finished results so far: in the store (read once per run) and in the exports named by `exports=`."""
 
     def __init__(self, config, study: StudyConfig):
-        from fmnist.bookkeeping import OPEN_SWEEP  # the parent run's tracker, opened by fmnist.run.PrepareStore
+        from fmnist.sweep import OPEN_SWEEP  # the tracker fmnist.run.PrepareStore opened
         from fmnist.tracking import Tracker, resolve_uri
 
         base = Path(config.hydra.runtime.cwd)
