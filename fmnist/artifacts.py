@@ -30,14 +30,18 @@ def write_per_class(path: Path, confusion: torch.Tensor) -> None:
     path.write_text("class,name,accuracy,count\n" + "\n".join(rows) + "\n")
 
 
-def write_artifacts(folder: Path, values: dict, history: list[EpochResult], test: Evaluation, labels, model) -> None:
+def write_artifacts(folder: Path, values: dict, history: list[EpochResult], test: Evaluation | None, labels, model) -> None:
+    """Everything a run leaves; without `test` (a search's trial) only its config, curves and weights."""
     (folder / "config.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     curves = {"": {key: [r.metrics()[key] for r in history] for key in ("train/acc", "val/acc", "train/loss", "val/loss")}}
-    plots.learning_curves(curves, folder / "learning_curves.png", title=f"test/acc {test.acc:.4f}")
+    title = f"test/acc {test.acc:.4f}" if test is not None else f"val/acc {history[-1].val_acc:.4f} (a search trial: no test set)"
+    plots.learning_curves(curves, folder / "learning_curves.png", title=title)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, folder / "model.pt")
+    if test is None:
+        return
     confusion = confusion_matrix(test.predictions, labels, len(plots.CLASS_NAMES))
     plots.confusion_matrix(confusion, folder / "confusion_matrix.png", title=f"test/acc {test.acc:.4f}")
     write_confusion(folder / "confusion_matrix.csv", confusion)
     write_per_class(folder / "per_class_accuracy.csv", confusion)
     write_predictions(folder / "test_predictions.csv", labels, test.predictions)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, folder / "model.pt")

@@ -44,6 +44,7 @@ from fmnist.tracking import (
 )
 
 HOST_TAG, PID_TAG = "fmnist.host", "fmnist.pid"
+TRIAL_TAG, TRIAL_STATE_TAG = "fmnist.trial", "fmnist.trial_state"  # a search's trial number, and COMPLETE or PRUNED
 ATTEMPT_TAG = "fmnist.attempt"  # the lease token of the process that created the run: found again if the store's answer is lost
 SLURM_TAG = "fmnist.slurm_job"  # the Slurm job (array_task) that last ran the run
 
@@ -89,8 +90,17 @@ class Skip:
     """A finished run that stands for this job."""
 
     run_id: str
-    test_acc: float | None
+    outcome: "float | TrialOutcome | None"  # what the job returns: its test accuracy, or a search trial's outcome
     where: str  # "the store" or an export file
+
+
+@dataclass
+class TrialOutcome:
+    """What a search's trial returns to its sweeper: how it ended, and the run that holds its validation curve."""
+
+    trial: int
+    state: str  # complete or pruned
+    run_id: str
 
 
 class Bookkeeping:
@@ -123,7 +133,10 @@ class Bookkeeping:
             return None
         done = [r for r in self.tracker.runs(fingerprint_filter(self.fp)) if r.status == "FINISHED"]
         if done and not self._code_changed(done[-1]):
-            return self._skip(Skip(done[-1].run_id, done[-1].metrics.get("test/acc"), "the store"), done[-1])
+            run = done[-1]
+            trial = self.settings.search.trial
+            outcome = run.metrics.get("test/acc") if trial is None else TrialOutcome(trial, run.tags.get(TRIAL_STATE_TAG, "complete"), run.run_id)
+            return self._skip(Skip(run.run_id, outcome, "the store"), run)
         exported = exported_runs([Path(self.launch.base_dir, p) for p in self.settings.exports]).get(self.fp)
         if exported:
             return self._skip(Skip(exported[1], None, str(exported[0])), None)
@@ -212,7 +225,8 @@ class Bookkeeping:
     def _params(self) -> dict[str, object]:
         """The flattened config; of the study node only what places the run (its name and readings)."""
         flat = applied(flatten(self.values))
-        return {k: v for k, v in flat.items() if not k.startswith("study.") or is_semantic(k) or k == "study.name"}
+        keep = ("study.name", "search.name", "search.trial")
+        return {k: v for k, v in flat.items() if not k.startswith(("study.", "search.")) or is_semantic(k) or k in keep}
 
     def _tags(self) -> dict[str, str]:
         study: StudyConfig = self.settings.study
@@ -223,16 +237,24 @@ class Bookkeeping:
             OVERRIDES_TAG: shlex.join(self.launch.overrides),
             GIT_TAG: git_commit(),
         }
+        search = self.settings.search
+        if search.trial is not None:
+            tags |= {TRIAL_TAG: str(search.trial), "fmnist.search": search.name, "fmnist.optuna_study": search.study}
         if study.name and study.readings:
             tags |= record_tags(record(study, [*self.launch.config_args, *sweep_command(self.launch.overrides, study)]))
         elif study.name:
             tags[STUDY_TAG] = study.name
         return tags
 
-    def ended(self, run: TrackedRun, err: BaseException | None) -> None:
-        """Record how the run ended; keep the checkpoint unless the run finished or its config is bad."""
+    def ended(self, run: TrackedRun, err: BaseException | None, pruned: str = "") -> None:
+        """Record how the run ended; keep the checkpoint unless the run finished or its config is bad.
+
+        A search trial the pruner stopped ends FINISHED (it is a result), tagged PRUNED with the reason.
+        """
         if err is None:
             self.lease.check()  # a copy that lost the job does not finish its run
+            if self.settings.search.trial is not None:
+                run.set_tags({TRIAL_STATE_TAG: "PRUNED" if pruned else "COMPLETE", **({"mlflow.note.content": pruned} if pruned else {})})
             run.finish()
             self.checkpoint_path.unlink(missing_ok=True)
         elif isinstance(err, LeaseLost):

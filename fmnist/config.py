@@ -17,6 +17,7 @@ from fmnist.losses import LOSSES, LossConfig
 from fmnist.models import MODELS, ModelConfig
 from fmnist.optimizers import OPTIMIZERS, OptimizerConfig
 from fmnist.schedules import SCHEDULES, ScheduleConfig
+from fmnist.search import SearchConfig
 from fmnist.study import StudyConfig
 from fmnist.transforms import TransformConfig
 
@@ -42,6 +43,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 0
     batch_size: int = 128
     device: str = "auto"  # auto: CUDA, then MPS, then CPU

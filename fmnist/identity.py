@@ -39,6 +39,8 @@ def is_semantic(key: str) -> bool:
     """Does this dotted key change what a run computes (not just where or how it is recorded)?"""
     if key == "study" or key.startswith("study."):
         return _under(key, STUDY_SEMANTIC)
+    if key == "search" or key.startswith("search."):
+        return key == "search.trial"  # two trials are two runs, even where the sampler drew the same values
     return not _under(key, NON_SEMANTIC)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from fmnist import checkpoint
 from fmnist.artifacts import write_artifacts, write_predictions
-from fmnist.bookkeeping import Bookkeeping, Launch, say
+from fmnist.bookkeeping import Bookkeeping, Launch, TrialOutcome, say
 from fmnist.config import Config, RunSpec
 from fmnist.data import DataConfig, Dataset, load_dataset, split_digest
 from fmnist.device import choose_precision, pick_device
@@ -23,6 +23,7 @@ from fmnist.losses import build_loss
 from fmnist.models import build_model
 from fmnist.optimizers import build_optimizer
 from fmnist.schedules import learning_rate
+from fmnist.search import Pruned, TrialReporter
 from fmnist.tracking import TrackedRun, predictions_name
 from fmnist.transforms import BatchTransform, build_transform
 
@@ -50,7 +51,7 @@ def _train(spec: RunSpec, launch: Launch, device: torch.device, book: Bookkeepin
     skip = book.finished()
     if skip:
         book.record("skipped", skip.run_id, where=skip.where)
-        return skip.test_acc
+        return skip.outcome
     data, inputs = dataset(settings.data)  # missing or corrupt data stops here
     data = data.to(device)
     if settings.threads or launch.default_threads:
@@ -60,7 +61,7 @@ def _train(spec: RunSpec, launch: Launch, device: torch.device, book: Bookkeepin
         skip = book.finished()  # it may have finished while this copy was starting
         if skip:
             book.record("skipped", skip.run_id, where=skip.where)
-            return skip.test_acc
+            return skip.outcome
         resume = book.resumable()
         if resume is not None and (problem := misfit(resume, settings, device)):
             say(f"warning: {problem}; it is deleted and the job starts afresh in a new run")
@@ -70,13 +71,18 @@ def _train(spec: RunSpec, launch: Launch, device: torch.device, book: Bookkeepin
         if resume is None:
             run.log_datasets(inputs)
         try:
-            accuracy = Training(spec, data, device, run, book.checkpoint_path, book.fp, book.lease).run(resume)
+            outcome = Training(spec, data, device, run, book.checkpoint_path, book.fp, book.lease).run(resume)
+        except Pruned as err:
+            say(f"trial {settings.search.trial}: {err}")
+            book.ended(run, None, pruned=str(err))
+            book.record("pruned", run.run_id)
+            return TrialOutcome(settings.search.trial, "pruned", run.run_id)
         except BaseException as err:
             book.ended(run, err)
             raise
         book.ended(run, None)
     book.record("resumed" if resume else "trained", run.run_id)
-    return accuracy
+    return outcome
 
 
 def resolve_precision(spec: RunSpec, device: torch.device) -> None:
@@ -161,8 +167,10 @@ class Training:
         self.parts = Parts.build(spec.settings, device)
         self.labels = data.test.labels.cpu()
         self.history: list[EpochResult] = []
+        search = spec.settings.search
+        self.trial = TrialReporter(search) if search.trial is not None else None
 
-    def run(self, resume: checkpoint.Checkpoint | None) -> float:
+    def run(self, resume: checkpoint.Checkpoint | None) -> "float | TrialOutcome":
         p = self.parts
         if resume:
             checkpoint.restore(resume, p.model, p.optimizer, p.generator)
@@ -174,6 +182,12 @@ class Training:
             on_epoch=self._after_epoch, progress=self.settings.progress, start_epoch=len(self.history) + 1,
             precision=self.settings.precision, between_steps=self.lease.between_steps,
         )
+        if self.trial is not None:  # a search's trial: the test set plays no part
+            self.lease.check()
+            with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as folder:
+                write_artifacts(Path(folder), self.values, self.history, None, self.labels, p.model)
+                self.run_log.log_artifacts(Path(folder))
+            return TrialOutcome(self.settings.search.trial, "complete", self.run_log.run_id)
         test = self._test()
         say(f"test/loss {test.loss:.4f}  test/acc {test.acc:.4f}")
         self.lease.check()  # a copy that lost the job writes nothing more
@@ -197,6 +211,8 @@ class Training:
         self.lease.check()
         self.run_log.log_metrics(result.metrics(), step=result.epoch)
         self._milestone(result.epoch)
+        if self.trial is not None:
+            self.trial.report(result.epoch, result.val_acc)  # raises Pruned when the pruner stops the trial
 
     def _log_missing_epochs(self) -> None:
         """After a resume: log the checkpointed epochs a kill kept from reaching the store."""

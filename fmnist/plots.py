@@ -148,3 +148,39 @@ def forest(panels: list[ForestPanel], path: Path, title: str = "") -> None:
     fig.subplots_adjust(left=0.12, right=0.9, bottom=0.18, top=0.85, wspace=0.75)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def optimization_history(trials: list[tuple[int, float | None, str]], path: Path, title: str = "") -> None:
+    """(trial number, objective, state) per trial: completed ones as dots, pruned as crosses, the best so far as a line."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    best, best_line = None, []
+    for number, value, state in trials:
+        if value is None:
+            continue
+        ax.plot([number], [value], "o" if state == "COMPLETE" else "x", color="tab:blue" if state == "COMPLETE" else "tab:gray",
+                markersize=4)
+        if state == "COMPLETE":
+            best = value if best is None else max(best, value)
+        best_line.append((number, best))
+    points = [(n, b) for n, b in best_line if b is not None]
+    if points:
+        ax.step([n for n, _ in points], [b for _, b in points], where="post", color="tab:red", label="best completed so far")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation accuracy (last epoch run; × pruned)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def importances(values: dict[str, float], path: Path, title: str = "") -> None:
+    fig, ax = plt.subplots(figsize=(7, 0.5 * max(1, len(values)) + 1.2))
+    names = list(values)[::-1]
+    ax.barh(names, [values[n] for n in names], color="tab:blue")
+    ax.set_xlabel("importance (share of the objective's variance)")
+    ax.set_title(title if values else f"{title}\n(too few completed trials)", fontsize=9)
+    fig.subplots_adjust(left=0.3, right=0.97, bottom=0.2, top=0.85)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

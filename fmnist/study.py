@@ -10,6 +10,7 @@ no Hydra, no MLflow.
 
 import shlex
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from fmnist.errors import ConfigError, require
 from fmnist.schedules import ScheduleConfig, depends_on_length
@@ -34,7 +35,7 @@ class Choice:
 class StudyConfig:
     name: str | None = None  # None: the run is not part of a study
     baseline: Level = field(default_factory=Level)
-    factors: dict[str, dict[str, Level]] = field(default_factory=dict)  # factor -> level -> overrides
+    factors: dict[str, dict[str, Any]] = field(default_factory=dict)  # factor -> level -> {overrides, reference_acc} (checked below)
     choice: Choice = field(default_factory=Choice)
     margin: float = 0.3  # equivalence margin in accuracy points (TOST)
     share_epochs: bool = True  # cells differing only in schedule.epochs share one run

@@ -392,6 +392,26 @@ class Tracker:
             ))
         return Studied(results, {run.run_id: record})
 
+    def artifact_file(self, run_id: str, path: str, folder: Path) -> Path:
+        return Path(self.client.download_artifacts(run_id, path, str(folder)))
+
+    def log_model(self, run_id: str, model, example, name: str, tags: dict[str, str]) -> str:
+        """Log `model` to a finished run as an MLflow model (signature and input example from `example`), register
+        it under `name`, and return the registered version."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        with torch.no_grad():
+            output = model(example)
+        signature = infer_signature(example.numpy(), output.numpy())
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy())
+        version = retrying(mlflow.register_model, info.model_uri, name, tags=tags)
+        return str(version.version)
+
     def artifact_text(self, run_id: str, path: str) -> str:
         with tempfile.TemporaryDirectory(prefix="fmnist-download-") as folder:
             return Path(self.client.download_artifacts(run_id, path, folder)).read_text()

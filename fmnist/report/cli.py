@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fmnist.errors import ConfigError, UserError
 from fmnist.report.runs_table import comparison_report
+from fmnist.report.search_table import search_report, trial_runs
 from fmnist.report.select import select_runs, whole_studies
 from fmnist.report.study_table import Options, study_tables
 from fmnist.results import Studied, declared, export_files, read_export, write_export
@@ -123,14 +124,18 @@ def from_store(args: argparse.Namespace, command: str) -> list[Path]:
     runs, name, parent = select_runs(tracker, args.sweep, args.all, args.filter)
     args.out.mkdir(parents=True, exist_ok=True)
     studied = whole_studies(tracker, runs)
+    found = Studied([], {})
+    for run in studied:
+        found = found + tracker.read_results(run)
+    files = []
+    if trial_runs(runs):
+        text, files = search_report(tracker, runs, found, args.out, safe_name(args.name or tracker.experiment))
+        print(text)
     if studied:
-        found = Studied([], {})
-        for run in studied:
-            found = found + tracker.read_results(run)
-        files = study_tables(found, args.out, args.name and safe_name(args.name), command, options(args))
+        files += study_tables(found, args.out, args.name and safe_name(args.name), command, options(args))
         if args.export:
             files += write_export(found, args.export)
-    else:
+    elif not files:
         if args.export:
             raise UserError("--export keeps the runs of a study; this selection has none (run one with study=<name>)")
         files = comparison_report(tracker, runs, args.out, safe_name(args.name or name), command)

@@ -230,6 +230,8 @@ def secondary_section(ev: Evidence, found: list[Row]) -> str:
 
 def choice_section(ev: Evidence, strict: bool) -> str:
     """The combination chosen on validation, the study's own beside it, and the command that runs it."""
+    if len(ev.factors) < 2:
+        return ""  # one factor: nothing to combine
     rule = "a significant gain (paired t on val acc over seeds, Holm over the factors)" if strict else "any gain"
     seeds = ev.choice_seeds()
     on = f" on the first stage's seeds ({', '.join(map(str, seeds))})" if seeds is not None else ""

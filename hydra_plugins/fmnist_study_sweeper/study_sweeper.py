@@ -94,11 +94,15 @@ class FmnistSweeper(BasicSweeper):
         return returns
 
     def _launch(self, batch: list[list[str]], job_index: int):
-        open_sweep_parent()  # once, before the first job: every job is valid by now
-        results = self.launcher.launch(batch, initial_job_idx=job_index)
+        results = self._launch_each(batch, job_index)
         for r in results:
             _ = r.return_value  # a failed job raises here (after the others ran)
         return results
+
+    def _launch_each(self, batch: list[list[str]], job_index: int):
+        """Launch a batch and return every job's result, failed ones included (a search tells Optuna about those)."""
+        open_sweep_parent()  # once, before the first job: every job is valid by now
+        return self.launcher.launch(batch, initial_job_idx=job_index)
 
     def _check_job(self, job: list[str]) -> None:
         """One sentence, naming the job, for what would stop it: a value fmnist's schema refuses (optimizer.lr=-1,
@@ -140,10 +144,30 @@ class StudySweeper(FmnistSweeper):
     def sweep(self, arguments: list[str]):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+        if self.config.search.name is not None:
+            return self._search(overrides)
         study = self._study(overrides)
         if study.name is None or study.seeds is None or study.cells or study.combine or any(o.get_key_element() == "seed" for o in overrides):
             return super().sweep(arguments)  # a plain or fixed sweep: split_arguments below
         return self._stages(study, overrides)
+
+    # ----- a search: trials asked of Optuna, launched, told; then its winners confirmed -----
+
+    def _search(self, overrides: list[Override]):
+        from hydra_plugins.fmnist_study_sweeper.search_runner import SearchRunner
+
+        combos = BasicSweeper.split_arguments(overrides, None)[0]
+        if len(combos) != 1:
+            raise StudyError("a search explores one configuration's space: sweep other settings (a,b) in searches of their own")
+        try:
+            search = OmegaConf.to_object(self.config.search)
+        except Exception as err:
+            cause = err.__cause__ or err.__context__
+            raise StudyError(f"the search file is not valid: {cause if isinstance(cause, UserError) else str(err).splitlines()[0]}") from None
+        try:
+            return SearchRunner(self, search, combos[0]).run()
+        except UserError as err:
+            raise StudyError(str(err)) from None
 
     # ----- a fixed sweep: the cells over the seeds given -----
 

@@ -1,0 +1,131 @@
+"""A search's report: every trial (its values, validation accuracy, state, epochs run), the optimization
+history and the parameters' importances as figures, and, where the winners were confirmed on fresh
+seeds, each winner's search score beside what its confirmation showed."""
+
+import json
+from pathlib import Path
+
+from fmnist import plots
+from fmnist.evidence import evidence
+from fmnist.report.render import markdown_table, write_csv
+from fmnist.results import Studied
+from fmnist.tracking import RunRecord, Tracker
+
+TRIAL_TAG, TRIAL_STATE_TAG, SPACE_TAG, VALUES_TAG = "fmnist.trial", "fmnist.trial_state", "fmnist.search_space", "fmnist.trial_values"
+
+
+def values_of(run: RunRecord) -> dict[str, str]:
+    """The values a trial was given (as its overrides wrote them), or its params where the sweeper never told them."""
+    return json.loads(run.tags[VALUES_TAG]) if VALUES_TAG in run.tags else dict(run.params)
+
+
+def trial_runs(runs: list[RunRecord]) -> list[RunRecord]:
+    return [r for r in runs if TRIAL_TAG in r.tags]
+
+
+def _state(run: RunRecord) -> str:
+    if run.status == "FINISHED":
+        return run.tags.get(TRIAL_STATE_TAG, "COMPLETE")
+    return {"RUNNING": "RUNNING", "KILLED": "KILLED"}.get(run.status, "FAILED")
+
+
+def search_report(tracker: Tracker, runs: list[RunRecord], studied: Studied, out_dir: Path, stem: str) -> tuple[str, list[Path]]:
+    """The search's tables and figures (printed and written); `studied` holds the confirmation's runs, if any."""
+    trials = sorted(trial_runs(runs), key=lambda r: (int(r.tags[TRIAL_TAG]), r.start_time))
+    latest = {int(r.tags[TRIAL_TAG]): r for r in trials}  # a trial run twice (killed, superseded): its latest run counts
+    space = next((json.loads(r.tags[SPACE_TAG]) for r in trials if SPACE_TAG in r.tags), {})
+    keys = list(space) or sorted({k for r in trials for k in r.params if k.startswith(("optimizer.", "loss.", "model.", "transform"))})
+    rows, history = [], []
+    for number, run in sorted(latest.items()):
+        curve = tracker.history(run.run_id, "val/acc")
+        state = _state(run)
+        values = values_of(run)
+        rows.append({"trial": number, **{k: _short(values.get(k, "")) for k in keys}, "val/acc": f"{curve[-1]:.4f}" if curve else "—",
+                     "state": state, "epochs run": len(curve), "run": run.run_id[:8]})
+        history.append((number, curve[-1] if curve else None, state))
+    files = [out_dir / f"{stem}_trials.md", out_dir / f"{stem}_trials.csv", out_dir / f"{stem}_history.png", out_dir / f"{stem}_importance.png"]
+    write_csv(rows, files[1])
+    plots.optimization_history(history, files[2], title=f"{stem}: validation accuracy of each trial")
+    importances = param_importances(latest, space)
+    plots.importances(importances, files[3], title=f"{stem}: parameter importances (fANOVA on completed trials)")
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    text = (
+        f"## The search: {len(rows)} trials ({len(complete)} completed, {sum(r['state'] == 'PRUNED' for r in rows)} pruned)\n\n"
+        "The objective is validation accuracy at a trial's last epoch (one seed, the search's own); the test set played no part.\n\n"
+        f"{markdown_table(rows)}\n"
+        + (f"Parameter importances: {', '.join(f'{k} {v:.2f}' for k, v in importances.items())}.\n\n" if importances else "")
+        + curse_section(latest, studied)
+    )
+    files[0].write_text(text)
+    return text, files
+
+
+def _short(value: str) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except ValueError:
+        return value
+
+
+def param_importances(latest: dict[int, RunRecord], space: dict) -> dict[str, float]:
+    """fANOVA importances over the completed trials, from an Optuna study rebuilt in memory (the search's storage is not needed)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions = {}
+    for key, p in space.items():
+        if p["type"] == "choice":
+            distributions[key] = optuna.distributions.CategoricalDistribution(p["choices"])
+        elif p["type"] == "int":
+            distributions[key] = optuna.distributions.IntDistribution(int(p["low"]), int(p["high"]), log=p["log"])
+        else:
+            distributions[key] = optuna.distributions.FloatDistribution(p["low"], p["high"], log=p["log"])
+    study = optuna.create_study(direction="maximize")
+    for run in latest.values():
+        if _state(run) != "COMPLETE" or "val/acc" not in run.metrics:
+            continue
+        params, given = {}, values_of(run)
+        for key, dist in distributions.items():
+            raw = given.get(key)
+            if raw is None:
+                break
+            params[key] = raw if isinstance(dist, optuna.distributions.CategoricalDistribution) else type(dist.low)(float(raw))
+        else:
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=run.metrics["val/acc"]))
+    if len(study.trials) < 2 or not distributions:
+        return {}
+    return dict(optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
+
+
+def curse_section(latest: dict[int, RunRecord], studied: Studied) -> str:
+    """Each confirmed winner: its search score (one seed) beside its confirmation (fresh seeds, against the baseline)."""
+    confirm = [r for r in studied.results if r.study.endswith("-confirm")]
+    if not confirm:
+        return ""
+    ordered = sorted(confirm, key=lambda r: r.start_time)
+    ev = evidence(ordered, studied.records[ordered[-1].run_id])
+    base = ev.cells["baseline"]
+    rows = []
+    for name, cell in ev.cells.items():
+        if not name.startswith("trial"):
+            continue
+        number = int(name.removeprefix("trial"))
+        search_score = latest[number].metrics.get("val/acc") if number in latest else None
+        val = sum(r.val_acc for r in cell.by_seed.values()) / len(cell.by_seed)
+        d = ev.outcome.decisions[name]
+        seeds = sorted(set(cell.by_seed) & set(base.by_seed))
+        diff = sum(100 * (cell.by_seed[s].test_acc - base.by_seed[s].test_acc) for s in seeds) / max(1, len(seeds))
+        rows.append({
+            "trial": number, "search val/acc (1 seed)": f"{search_score:.4f}" if search_score is not None else "—",
+            "confirmed val/acc (mean)": f"{val:.4f}", "fresh seeds": len(cell.by_seed),
+            "search score − confirmed, pp": f"{100 * (search_score - val):+.2f}" if search_score is not None else "—",
+            "test Δ vs baseline, pp [95% CI]": f"{diff:+.2f} [{d.rci[0]:+.2f}, {d.rci[1]:+.2f}]" if d.rci else f"{diff:+.2f}",
+            "p_holm": f"{d.q_holm:.2g}" if d.q_holm is not None else "—", "verdict": d.verdict,
+        })
+    return (
+        "## The winners, confirmed on fresh seeds\n\n"
+        "Each of the best trials trained again on seeds the search never used, beside the baseline (its table follows). "
+        "The search score is what picked it, on one seed, so it is biased upwards by the picking itself (the winner's curse); "
+        "the confirmed figures are not.\n\n"
+        f"{markdown_table(rows)}\n"
+    )

@@ -1,0 +1,207 @@
+"""The study sweeper's search: ask Optuna for trials, launch them as jobs, tell it how they ended; then
+train the best on fresh seeds beside the baseline (a study of its own) and register the confirmed best.
+
+A search killed at any point continues with the same command: the Optuna study is loaded from its
+database, a trial left RUNNING is launched again (its job resumes from its checkpoint in its own run,
+or is skipped if it had finished), and new trials are asked only until `trials` have completed or
+been pruned. Jobs are launched as many at a time as the launcher runs in parallel.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf, open_dict, read_write
+
+from fmnist.bookkeeping import TrialOutcome
+from fmnist.config import validate
+from fmnist.errors import UserError
+from fmnist.identity import settings_id
+from fmnist.lease import Busy
+from fmnist.search import STORAGE_ENV, SearchConfig, as_overrides, open_study, storage_url, study_name, suggest
+from fmnist.study import override_key
+from fmnist.sweep import OPEN_SWEEP
+from fmnist.tracking import Tracker, resolve_uri
+
+log = logging.getLogger(__name__)
+SPACE_TAG = "fmnist.search_space"  # on each trial: the search's parameters and ranges (what the report rebuilds the study from)
+VALUES_TAG = "fmnist.trial_values"  # on each trial: the values it was given, as overrides (a group option by its name)
+MAX_FAILURES = 5  # trials in a row that fail (not pruned) before the search stops
+
+
+class SearchRunner:
+    def __init__(self, sweeper, search: SearchConfig, combo: list[str]):
+        self.sweeper, self.search = sweeper, search
+        self.combo = list(combo)  # search=<name> included: each job composes the search file's settings
+        config = sweeper.config
+        base = Path(config.hydra.runtime.cwd)
+        self.uri = resolve_uri(config.tracking.uri, base)
+        self.storage = storage_url(search, self.uri)
+        os.environ[STORAGE_ENV] = self.storage  # the jobs find the study here (launchers pass the environment on); never an override
+        self.name = study_name(search, self.combo)
+        self.parallel = max(1, int(config.hydra.launcher.get("n_jobs") or 1))
+        self.tracker: Tracker = OPEN_SWEEP.get("tracker") or Tracker(self.uri, config.tracking.experiment)
+        self.job_index = 0
+
+    def run(self):
+        self.sweeper._check_job([*self.combo, *self._trial_overrides(self._midpoint(), 0)])  # the space composes, before any run
+        study = open_study(self.search, self.storage, self.name)
+        log.info(f"search {self.search.name}: Optuna study {self.name} in {self._shown_storage()}")
+        returns = self._trials(study)
+        if self.search.confirm.top:
+            returns += self._confirm(study)
+        return returns
+
+    # ----- trials -----
+
+    def _trials(self, study) -> list:
+        import optuna
+
+        States = optuna.trial.TrialState
+        returns, failures = [], 0
+        relaunched = False
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            ended = [t for t in trials if t.state in (States.COMPLETE, States.PRUNED)]
+            if len(ended) >= self.search.trials:
+                break
+            batch = []
+            if not relaunched:  # trials a killed search left running: their jobs resume (or are found finished)
+                batch = [t for t in trials if t.state == States.RUNNING][: self.parallel]
+                relaunched = not batch
+            if not batch:
+                running = sum(t.state == States.RUNNING for t in trials)
+                wanted = min(self.parallel, self.search.trials - len(ended) - running)
+                batch = [study.ask() for _ in range(max(1, wanted))]
+            jobs = [[*self.combo, *self._trial_overrides(t.params if hasattr(t, "params") and t.params else suggest(t, self.search.params), t.number)]
+                    for t in batch]
+            results = self.sweeper._launch_each(jobs, self.job_index)
+            self.job_index += len(jobs)
+            returns.append(results)
+            for trial, job, result in zip(batch, jobs, results):
+                values = dict(o.split("=", 1) for o in job[len(self.combo):] if not o.startswith("++search."))
+                failures = 0 if self._tell(study, trial.number, values, result) else failures + 1
+            if failures >= MAX_FAILURES:
+                raise UserError(f"search {self.search.name}: {failures} trials in a row failed; see their runs' fmnist.failure tags")
+        return returns
+
+    def _trial_overrides(self, values: dict, number: int) -> list[str]:
+        return [*as_overrides(values), f"++search.trial={number}", f"++search.study={self.name}"]
+
+    def _midpoint(self) -> dict:
+        values = {}
+        for key, p in self.search.params.items():
+            values[key] = p.choices[0] if p.type == "choice" else (int(p.low) if p.type == "int" else (p.low * p.high) ** 0.5 if p.log else (p.low + p.high) / 2)
+        return values
+
+    def _tell(self, study, number: int, values: dict[str, str], result) -> bool:
+        """Tell Optuna how trial `number` ended; False if it failed."""
+        import optuna
+
+        try:
+            outcome = result.return_value
+        except Busy:
+            return True  # another worker is training it: it tells
+        except Exception as err:
+            log.warning(f"trial {number} failed: {str(err).splitlines()[0][:300]}")
+            study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            return False
+        if not isinstance(outcome, TrialOutcome):
+            return True
+        if outcome.state == "pruned":
+            study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+        else:
+            study.tell(number, self._value(outcome.run_id), skip_if_finished=True)
+        self.tracker.handle(outcome.run_id).set_tags({SPACE_TAG: json.dumps({k: vars(v) for k, v in self.search.params.items()}),
+                                                      VALUES_TAG: json.dumps(values)})
+        return True
+
+    def _value(self, run_id: str) -> float:
+        """The objective: validation accuracy at the trial's last epoch."""
+        return self.tracker.history_by_step(run_id, "val/acc")[-1][1]
+
+    # ----- confirmation -----
+
+    def _confirm(self, study) -> list:
+        import optuna
+
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+        top = sorted(complete, key=lambda t: (-t.value, t.number))[: self.search.confirm.top]
+        seeds = range(self.search.confirm.first_seed, self.search.confirm.first_seed + self.search.confirm.seeds)
+        base = [o for o in self.combo if override_key(o) != "seed"]
+        name = f"{self.search.name}-confirm"
+        table = self._settings(base)
+        cells = {"baseline": []} | {f"trial{t.number}": as_overrides(t.params) for t in top}
+        jobs = []
+        for cell, values in cells.items():
+            epochs = self._epochs([*base, *values])
+            quoted = ",".join(repr(v) for v in values)
+            described = [] if cell == "baseline" else [f"++study.factors.trial={{{cell}:{{overrides:[{quoted}]}}}}"]
+            for seed in seeds:
+                jobs.append([*base, *values, f"study.name={name}", *described, f"++study.readings={{{cell}:{epochs}}}", f"++study.table={table}",
+                             f"seed={seed}"])
+        for job in jobs:
+            self.sweeper._check_job(job)
+        results = self.sweeper._launch(jobs, self.job_index)
+        self.job_index += len(jobs)
+        self._register_best(name, table, [f"trial{t.number}" for t in top])
+        return [results]
+
+    def _compose(self, overrides: list[str]):
+        cfg = self.sweeper.hydra_context.config_loader.load_sweep_config(self.sweeper.config, overrides)
+        with read_write(cfg), open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    def _settings(self, overrides: list[str]) -> str:
+        return settings_id(OmegaConf.to_container(self._compose(overrides), resolve=True))
+
+    def _epochs(self, overrides: list[str]) -> int:
+        return validate(self._compose(overrides)).schedule.epochs
+
+    def _register_best(self, study_name_: str, table: str, cells: list[str]) -> None:
+        """The confirmed best on validation (mean val/acc over the fresh seeds), as an MLflow model, registered."""
+        from fmnist.tracking import STUDY_TAG, TABLE_TAG, study_record
+
+        runs = [r for r in self.tracker.runs(f"tags.`{STUDY_TAG}` = '{study_name_}' and tags.`{TABLE_TAG}` = '{table}'")
+                if r.status == "FINISHED" and study_record(r) is not None]
+        by_cell: dict[str, list] = {}
+        for run in runs:
+            by_cell.setdefault(study_record(run).cell, []).append(run)
+        scored = {cell: sum(r.metrics["val/acc"] for r in members) / len(members) for cell, members in by_cell.items() if cell in cells}
+        if not scored:
+            return
+        best = max(scored, key=scored.get)
+        chosen = max(by_cell[best], key=lambda r: r.metrics["val/acc"])  # its seed with the best validation accuracy
+        model, example = rebuild(self.tracker, chosen.run_id)
+        version = self.tracker.log_model(chosen.run_id, model, example, f"fmnist-{self.search.name}", {"fmnist.cell": best})
+        log.info(f"search {self.search.name}: registered {best} (run {chosen.run_id}, mean val/acc {scored[best]:.4f}) "
+                 f"as model fmnist-{self.search.name} version {version}")
+
+    def _shown_storage(self) -> str:
+        from fmnist.tracking import without_credentials
+
+        return without_credentials(self.storage) if "://" in self.storage else self.storage
+
+
+def rebuild(tracker: Tracker, run_id: str):
+    """A finished run's model with its weights, in eval mode, and a few test images as it takes them (normalized)."""
+    import tempfile
+
+    import torch
+    import yaml
+
+    from fmnist.data import DataConfig
+    from fmnist.job import dataset
+    from fmnist.models import MODELS, build_model
+    from fmnist.transforms import TransformConfig, build_transform
+
+    values = yaml.safe_load(tracker.artifact_text(run_id, "config.yaml"))
+    model = build_model(MODELS.config(values["model"]))
+    with tempfile.TemporaryDirectory(prefix="fmnist-model-") as folder:
+        model.load_state_dict(torch.load(tracker.artifact_file(run_id, "model.pt", Path(folder)), weights_only=True))
+    model.eval()
+    data, _ = dataset(DataConfig(**values["data"]))
+    example = build_transform(TransformConfig(**values["transform"])).eval(data.test.images[:5])
+    return model, example

@@ -1,0 +1,128 @@
+"""A search end to end with real processes: Optuna in a SQLite file beside the store, trials as child runs,
+a SIGKILL mid-search and the same command again, two parallel workers, the report, the confirmation on
+fresh seeds, and the registered model scoring as its run did."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import mlflow.pytorch
+import optuna
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from fmnist import report
+from fmnist.data import DataConfig
+from fmnist.errors import ConfigError
+from fmnist.job import dataset
+from fmnist.search import Sampler, SearchConfig
+from fmnist.transforms import TransformConfig, build_transform
+from tests.conftest import cli, runs_of, store
+
+SEARCH = ["search=mlp_regularisation", "model=mlp", "data.train_size=2000", "data.test_size=2000", "schedule.epochs=2",
+          "progress=false", "threads=1"]
+
+
+def optuna_trials(tmp_path):
+    (name,) = optuna.get_all_study_names(f"sqlite:///{tmp_path / 'optuna.db'}")
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").get_trials(deepcopy=False)
+
+
+def trial_runs(uri):
+    return [r for r in runs_of(uri, "mlp_regularisation")[1] if "fmnist.trial" in r.data.tags]
+
+
+def epochs_logged(uri, run) -> list[int]:
+    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, "val/acc"))
+
+
+@pytest.mark.slow
+def test_a_search_killed_mid_trial_ends_at_its_count_with_every_trial_once(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    args = [sys.executable, "-m", "fmnist.run", "-m", *SEARCH, "data.train_size=8000", "search.trials=6", "search.confirm.top=0",
+            f"data.root={real_data_root}", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path}/multi"]
+    first = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once the second trial is under way
+        try:
+            with sqlite3.connect(tmp_path / "optuna.db") as db:
+                if db.execute("select count(*) from trials where number >= 1").fetchone()[0]:
+                    break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    left = optuna_trials(tmp_path)
+    assert any(t.state == optuna.trial.TrialState.RUNNING for t in left), "the kill did not land mid-search"
+
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = optuna_trials(tmp_path)
+    ended = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(ended) == 6 and len(trials) == 6 and sorted(t.number for t in trials) == list(range(6))
+    finished = [r for r in trial_runs(uri) if r.info.status == "FINISHED"]
+    assert sorted(int(r.data.tags["fmnist.trial"]) for r in finished) == list(range(6))  # no trial trained twice, none lost
+    for run in finished:
+        steps = epochs_logged(uri, run)
+        assert steps == list(range(1, len(steps) + 1)), (run.data.tags["fmnist.trial"], steps)  # each epoch once
+        assert "test/acc" not in run.data.metrics  # the test set plays no part in a search
+    kept = {r.info.run_id for r in finished}
+    assert all(r.info.status == "KILLED" and "fmnist.superseded_by" in r.data.tags for r in trial_runs(uri) if r.info.run_id not in kept)
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_without_duplicates_and_the_winners_are_confirmed(tmp_path, real_data_root, capsys):
+    uri = store(tmp_path)
+    done = cli(tmp_path, "-m", *SEARCH, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "search.trials=6", "search.confirm.top=2",
+               "search.confirm.seeds=3", f"data.root={real_data_root}", f"tracking.uri={uri}", timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = optuna_trials(tmp_path)
+    assert sorted(t.number for t in trials) == list(range(6)) and all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
+    client, found = runs_of(uri, "mlp_regularisation", parents=True)
+    (parent,) = [r for r in found if "fmnist.parent" in r.data.tags]
+    children = [r for r in found if "fmnist.parent" not in r.data.tags]
+    assert parent.info.status == "FINISHED" and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert sorted(int(r.data.tags["fmnist.trial"]) for r in children if "fmnist.trial" in r.data.tags) == list(range(6))
+    assert {r.data.tags["fmnist.trial_state"] for r in children if "fmnist.trial" in r.data.tags} <= {"COMPLETE", "PRUNED"}
+    confirm = [r for r in children if r.data.tags.get("fmnist.study") == "mlp_regularisation-confirm"]
+    assert len(confirm) == 3 * 3 and {int(r.data.params["seed"]) for r in confirm} == {1000, 1001, 1002}  # fresh seeds
+
+    out = tmp_path / "report"
+    report.main(["--tracking-uri", uri, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "## The search: 6 trials" in printed and "## The winners, confirmed on fresh seeds" in printed
+    assert (out / "mlp_regularisation_history.png").stat().st_size and (out / "mlp_regularisation_importance.png").stat().st_size
+    confirmed = (out / "mlp_regularisation-confirm_mlp.csv").read_text()
+    assert "p_holm" in (out / "mlp_regularisation-confirm_mlp.md").read_text() and "q_holm" in confirmed.splitlines()[0]
+    artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
+    assert "report/mlp_regularisation_history.png" in artifacts  # the figures are logged to the sweep's parent run
+
+    # The confirmed best is a registered MLflow model that scores as its run did.
+    (version,) = client.search_model_versions("name='fmnist-mlp_regularisation'")
+    run = client.get_run(version.run_id)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        model = mlflow.pytorch.load_model(f"models:/fmnist-mlp_regularisation/{version.version}")
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI")
+    data, _ = dataset(DataConfig(root=str(real_data_root), train_size=2000, test_size=2000))
+    transform = build_transform(TransformConfig(augment=[]))
+    with torch.no_grad():
+        predictions = model(transform.eval(data.test.images)).argmax(1)
+    assert (predictions == data.test.labels).float().mean().item() == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
+
+
+def test_a_search_file_is_checked_in_one_sentence():
+    with pytest.raises(ConfigError, match="search.params.lr: give low < high"):
+        SearchConfig(name="s", params={"lr": {"type": "float", "low": 1.0, "high": 0.1}})
+    with pytest.raises(ConfigError, match="a log scale needs low > 0"):
+        SearchConfig(name="s", params={"lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}})
+    with pytest.raises(ConfigError, match="search.storage holds a user name and password; give the URL in FMNIST_OPTUNA_STORAGE"):
+        SearchConfig(name="s", params={"lr": {"type": "float", "low": 0.1, "high": 1.0}}, storage="mysql+pymysql://u:secret@host/optuna")
+    with pytest.raises(ConfigError, match="choose|must be one of"):
+        SearchConfig(name="s", params={"t": {"type": "choice", "choices": ["a", "b"]}}, sampler=Sampler(name="grid"))
