@@ -16,7 +16,8 @@
 # - Slurm configs that this script did not write are left alone: it stops with a sentence, unless
 #   FMNIST_CLUSTER_REPLACE_CONFIG=1 (the old file is kept as <name>.before-fmnist);
 # - `stop` ends the processes whose PIDs `start` recorded, and cancels jobs only on a cluster it started.
-# `start` writes <folder>/env with FMNIST_MLFLOW_SERVER, the server's URL.
+# `start` writes <folder>/env (mode 0600) with FMNIST_MLFLOW_SERVER, the server's URL, and FMNIST_OPTUNA_STORAGE, a
+# database on the same MariaDB for searches' Optuna studies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 user=$(id -un)
@@ -106,12 +107,14 @@ start_database() {
     sql <<SQL
 CREATE DATABASE IF NOT EXISTS slurm_acct_db;
 CREATE DATABASE IF NOT EXISTS mlflow;
+CREATE DATABASE IF NOT EXISTS optuna;
 CREATE USER IF NOT EXISTS 'slurm'@'$host' IDENTIFIED BY '$SLURM_DB_PASS';
 ALTER USER 'slurm'@'$host' IDENTIFIED BY '$SLURM_DB_PASS';
 CREATE USER IF NOT EXISTS 'mlflow'@'$host' IDENTIFIED BY '$MLFLOW_DB_PASS';
 ALTER USER 'mlflow'@'$host' IDENTIFIED BY '$MLFLOW_DB_PASS';
 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'$host';
 GRANT ALL ON mlflow.* TO 'mlflow'@'$host';
+GRANT ALL ON optuna.* TO 'mlflow'@'$host';
 SQL
   done
   sql -e "FLUSH PRIVILEGES"
@@ -217,7 +220,9 @@ start() {
   start_database
   start_slurm
   start_mlflow
-  echo "FMNIST_MLFLOW_SERVER=http://127.0.0.1:$port" >"$dir/env"
+  # The env file holds the Optuna database's URL with its password: readable by the invoking user only.
+  (umask 077 && printf 'FMNIST_MLFLOW_SERVER=http://127.0.0.1:%s\nFMNIST_OPTUNA_STORAGE=mysql+pymysql://mlflow:%s@127.0.0.1:3306/optuna\n' \
+    "$port" "$MLFLOW_DB_PASS" >"$dir/env")
   log "up: Slurm partition debug ($(sinfo -h -o '%c CPUs, %m MB' | head -1)); MLflow at http://127.0.0.1:$port on MariaDB; state in $dir"
 }
 

@@ -82,6 +82,19 @@ def cli(tmp_path: Path, *overrides: str, timeout: int = 600, **popen) -> subproc
     return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, **popen)
 
 
+def wait_for_port(port: int, process: subprocess.Popen, what: str, seconds: float = 120) -> None:
+    """Return once something listens on 127.0.0.1:`port`; fail the test (killing `process`) after `seconds`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    pytest.fail(f"{what} did not start within {seconds:.0f} s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -98,16 +111,7 @@ def mlflow_server(tmp_path):
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("mlflow server did not start within 120 s")
+    wait_for_port(port, server, "mlflow server")
     yield url
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)

@@ -45,6 +45,16 @@ def server() -> str:
     return url
 
 
+def slurm_sweep(server: str, experiment: str, tmp_path, data_root, *overrides: str) -> list[str]:
+    """`python -m fmnist.run -m` through the local Slurm cluster, one core per job, into its own experiment."""
+    return [
+        sys.executable, "-m", "fmnist.run", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.gpus_per_node=0", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=20", "model=mlp", "data.test_size=2000",
+        "progress=false", *overrides, f"tracking.uri={server}", f"tracking.experiment={experiment}", f"data.root={data_root}",
+        f"checkpoint_dir={tmp_path / 'checkpoints'}", f"hydra.sweep.dir={tmp_path / 'multi'}",
+    ]
+
+
 def runs(client: MlflowClient, experiment: str):
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
@@ -57,13 +67,7 @@ def steps(client, run, key="val/acc") -> list[int]:
 def test_a_slurm_sweep_with_a_requeued_job_lands_every_epoch_exactly_once(server, tmp_path, real_data_root):
     experiment = f"cluster-{uuid.uuid4().hex[:8]}"
     epochs = 30  # long enough that the requeue's SIGKILL (KillWait=10 s after SIGTERM) lands mid-training
-    command = [
-        sys.executable, "-m", "fmnist.run", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
-        "hydra.launcher.cpus_per_task=1", "hydra.launcher.gpus_per_node=0", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=20",
-        "seed=0,1", "model=mlp", "data.train_size=20000", "data.test_size=2000", f"schedule.epochs={epochs}", "progress=false",
-        f"tracking.uri={server}", f"tracking.experiment={experiment}", f"data.root={real_data_root}",
-        f"checkpoint_dir={tmp_path / 'checkpoints'}", f"hydra.sweep.dir={tmp_path / 'multi'}",
-    ]
+    command = slurm_sweep(server, experiment, tmp_path, real_data_root, "seed=0,1", "data.train_size=20000", f"schedule.epochs={epochs}")
     sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = MlflowClient(server)
 
@@ -104,13 +108,7 @@ def test_a_slurm_sweep_with_a_requeued_job_lands_every_epoch_exactly_once(server
 
 def test_a_job_requeued_before_its_first_checkpoint_leaves_no_orphan_and_its_sweep_finished(server, tmp_path, real_data_root):
     experiment = f"cluster-{uuid.uuid4().hex[:8]}"
-    command = [
-        sys.executable, "-m", "fmnist.run", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
-        "hydra.launcher.cpus_per_task=1", "hydra.launcher.gpus_per_node=0", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=20",
-        "seed=0", "model=mlp", "data.train_size=40000", "batch_size=4", "data.test_size=2000", "schedule.epochs=2", "progress=false",
-        f"tracking.uri={server}", f"tracking.experiment={experiment}", f"data.root={real_data_root}",
-        f"checkpoint_dir={tmp_path / 'checkpoints'}", f"hydra.sweep.dir={tmp_path / 'multi'}",
-    ]
+    command = slurm_sweep(server, experiment, tmp_path, real_data_root, "seed=0", "data.train_size=40000", "batch_size=4", "schedule.epochs=2")
     sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = MlflowClient(server)
     # Requeue as soon as the job's run exists, during epoch 1 (10,000 steps: longer than Slurm's 10 s between SIGTERM and
@@ -133,3 +131,24 @@ def test_a_job_requeued_before_its_first_checkpoint_leaves_no_orphan_and_its_swe
     assert [r.info.run_id for r in orphans] == [victim.info.run_id], "the requeued job should have left its first run behind"
     assert all(r.info.status == "KILLED" and r.data.tags["fmnist.superseded_by"] == finished.info.run_id for r in orphans), orphans
     assert parent.info.status == "FINISHED" and "fmnist.failed_jobs" not in parent.data.tags  # a job, not its runs, is what fails
+
+
+def test_a_search_on_slurm_shares_one_optuna_study_on_mariadb_without_duplicates(server, tmp_path, real_data_root):
+    storage = dict(line.split("=", 1) for line in CLUSTER_ENV.read_text().split()).get("FMNIST_OPTUNA_STORAGE")
+    assert storage, f"{CLUSTER_ENV} names no FMNIST_OPTUNA_STORAGE; restart the cluster (bash scripts/local-cluster.sh start)"
+    experiment = f"search-{uuid.uuid4().hex[:8]}"
+    command = slurm_sweep(server, experiment, tmp_path, real_data_root, "hydra.launcher.array_parallelism=2", "search=mlp_regularisation",
+                          "search.trials=4", "search.confirm.top=0", "data.train_size=2000", "schedule.epochs=2")
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=os.environ | {"FMNIST_OPTUNA_STORAGE": storage})
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert storage.split("@")[0].split(":")[-1] not in done.stdout + done.stderr  # the database password is never printed
+    client = MlflowClient(server)
+    trials = [r for r in runs(client, experiment) if "fmnist.trial" in r.data.tags]
+    assert sorted(int(r.data.tags["fmnist.trial"]) for r in trials) == [0, 1, 2, 3]
+    assert all(r.data.tags.get("fmnist.slurm_job") for r in trials)  # each trial ran as a Slurm job
+    import optuna
+
+    study_name = trials[0].data.tags["fmnist.optuna_study"]
+    stored = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+    assert sorted(t.number for t in stored) == [0, 1, 2, 3] and all(t.state.is_finished() for t in stored)
+    assert all("mysql" not in v and storage not in v for r in trials for v in [*r.data.params.values(), *r.data.tags.values()])

@@ -6,15 +6,13 @@ in no line it prints."""
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, free_port, runs_of
+from tests.conftest import cli, free_port, runs_of, wait_for_port
 
 pytestmark = pytest.mark.slow
 SMALL = ["model=mlp", "data.train_size=600", "data.val_size=200", "data.test_size=300", "schedule.epochs=1", "progress=false", "threads=1"]
@@ -40,16 +38,7 @@ def auth_server(tmp_path):
          "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'store.db'}", "--artifacts-destination", str(folder / "artifacts")],
         cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("the basic-auth mlflow server did not start within 120 s")
+    wait_for_port(port, server, "the basic-auth mlflow server")
     yield f"http://127.0.0.1:{port}", password, folder
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)

@@ -40,7 +40,8 @@ class SearchRunner:
         self.storage = storage_url(search, self.uri)
         os.environ[STORAGE_ENV] = self.storage  # the jobs find the study here (launchers pass the environment on); never an override
         self.name = study_name(search, self.combo)
-        self.parallel = max(1, int(config.hydra.launcher.get("n_jobs") or 1))
+        launcher = config.hydra.launcher  # joblib's n_jobs, or a Slurm array's parallelism: trials asked at a time
+        self.parallel = max(1, min(search.trials, int(launcher.get("n_jobs") or launcher.get("array_parallelism") or 1)))
         self.tracker: Tracker = OPEN_SWEEP.get("tracker") or Tracker(self.uri, config.tracking.experiment)
         self.job_index = 0
 
