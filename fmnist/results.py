@@ -203,17 +203,17 @@ def declared(studied: Studied, seeds: SeedsDesign | None, ordered: tuple[str, ..
     return Studied(results, records)
 
 
-def export_files(paths: list[Path]) -> list[Path]:
-    """The export CSVs named, a folder standing for every *.csv export in it."""
+def export_files(paths: list[Path], allow_none: bool = False) -> list[Path]:
+    """The export CSVs named, a folder standing for every *.csv export in it (a search's *_trials.json is read elsewhere)."""
     found = []
     for path in paths:
         if path.is_dir():
             found += sorted(p for p in path.glob("*.csv") if p.with_suffix(".npz").is_file())
         elif path.suffix == ".csv":
             found.append(path)
-        else:
-            raise UserError(f"--from takes export .csv files or folders holding them, not {path}")
-    if not found:
+        elif not path.name.endswith("_trials.json"):
+            raise UserError(f"--from takes export .csv files (or a search's _trials.json) or folders holding them, not {path}")
+    if not found and not allow_none:
         raise UserError(f"no exports (.csv with an .npz beside it) in {', '.join(map(str, paths))}")
     return found
 

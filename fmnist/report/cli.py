@@ -21,7 +21,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fmnist.errors import ConfigError, UserError
 from fmnist.report.runs_table import comparison_report
-from fmnist.report.search_table import search_report, trial_runs
+from fmnist.report.search_table import from_store as search_from_store
+from fmnist.report.search_table import read_trials, search_report, trial_runs, write_trials
 from fmnist.report.select import select_runs, whole_studies
 from fmnist.report.study_table import Options, study_tables
 from fmnist.results import Studied, declared, export_files, read_export, write_export
@@ -87,16 +88,31 @@ def options(args: argparse.Namespace) -> Options:
 
 def from_exports(args: argparse.Namespace, command: str) -> list[Path]:
     studied = Studied([], {})
-    for path in export_files(args.exports):
+    searches = [read_trials(p) for p in trials_files(args.exports)]
+    for path in export_files(args.exports, allow_none=bool(searches)):
         studied = studied + read_export(path)  # an export read twice counts once
     if args.design_from is not None:
         design = read_study_file(args.design_from)
         studied = declared(studied, design.seeds, tuple(design.ordered))
     args.out.mkdir(parents=True, exist_ok=True)
-    files = study_tables(studied, args.out, args.name, command, options(args))
+    files = []
+    for searched in searches:
+        text, made = search_report(searched, studied, args.out, safe_name(args.name or searched.name), command)
+        print(text)
+        files += made
+    if studied.results:
+        files += study_tables(studied, args.out, args.name, command, options(args))
     if args.export:
         files += write_export(studied, args.export)
     return files
+
+
+def trials_files(paths: list[Path]) -> list[Path]:
+    """Searches' trials exports among `paths` (a folder stands for every *_trials.json in it)."""
+    found = []
+    for path in paths:
+        found += sorted(path.glob("*_trials.json")) if path.is_dir() else [path] if path.name.endswith("_trials.json") else []
+    return found
 
 
 def read_study_file(path: Path) -> StudyConfig:
@@ -129,8 +145,11 @@ def from_store(args: argparse.Namespace, command: str) -> list[Path]:
         found = found + tracker.read_results(run)
     files = []
     if trial_runs(runs):
-        text, files = search_report(tracker, runs, found, args.out, safe_name(args.name or tracker.experiment))
+        searched = search_from_store(tracker, runs)
+        text, files = search_report(searched, found, args.out, safe_name(args.name or searched.name), command)
         print(text)
+        if args.export:
+            files.append(write_trials(searched, args.export.with_name(f"{args.export.stem}_trials.json")))
     if studied:
         files += study_tables(found, args.out, args.name and safe_name(args.name), command, options(args))
         if args.export:

@@ -3,9 +3,11 @@ history and the parameters' importances as figures, and, where the winners were 
 seeds, each winner's search score beside what its confirmation showed."""
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fmnist import plots
+from fmnist.errors import UserError
 from fmnist.evidence import evidence
 from fmnist.report.render import markdown_table, write_csv
 from fmnist.results import Studied
@@ -23,38 +25,75 @@ def trial_runs(runs: list[RunRecord]) -> list[RunRecord]:
     return [r for r in runs if TRIAL_TAG in r.tags]
 
 
+@dataclass
+class Trial:
+    """One trial of a search as the report needs it (from the store, or from a search's export)."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED, RUNNING, KILLED or FAILED
+    values: dict[str, str]  # the values it was given, as overrides wrote them
+    curve: list[float]  # val/acc per epoch run
+    run_id: str
+
+
+@dataclass
+class Searched:
+    name: str
+    space: dict  # the searched parameters and their ranges
+    trials: list[Trial]
+
+
 def _state(run: RunRecord) -> str:
     if run.status == "FINISHED":
         return run.tags.get(TRIAL_STATE_TAG, "COMPLETE")
     return {"RUNNING": "RUNNING", "KILLED": "KILLED"}.get(run.status, "FAILED")
 
 
-def search_report(tracker: Tracker, runs: list[RunRecord], studied: Studied, out_dir: Path, stem: str) -> tuple[str, list[Path]]:
-    """The search's tables and figures (printed and written); `studied` holds the confirmation's runs, if any."""
+def from_store(tracker: Tracker, runs: list[RunRecord]) -> Searched:
+    """The trials among `runs`; a trial run twice (killed, superseded) counts by its latest run."""
     trials = sorted(trial_runs(runs), key=lambda r: (int(r.tags[TRIAL_TAG]), r.start_time))
-    latest = {int(r.tags[TRIAL_TAG]): r for r in trials}  # a trial run twice (killed, superseded): its latest run counts
+    latest = {int(r.tags[TRIAL_TAG]): r for r in trials}
     space = next((json.loads(r.tags[SPACE_TAG]) for r in trials if SPACE_TAG in r.tags), {})
-    keys = list(space) or sorted({k for r in trials for k in r.params if k.startswith(("optimizer.", "loss.", "model.", "transform"))})
+    name = next((r.tags["fmnist.search"] for r in trials if "fmnist.search" in r.tags), "search")
+    return Searched(name, space, [Trial(n, _state(r), values_of(r), tracker.history(r.run_id, "val/acc"), r.run_id)
+                                  for n, r in sorted(latest.items())])
+
+
+def write_trials(searched: Searched, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"search": searched.name, "space": searched.space, "trials": [asdict(t) for t in searched.trials]}, indent=1))
+    return path
+
+
+def read_trials(path: Path) -> Searched:
+    try:
+        raw = json.loads(path.read_text())
+        return Searched(raw["search"], raw["space"], [Trial(**t) for t in raw["trials"]])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path} is not a search's trials export ({type(err).__name__}: {err}); export the search again") from None
+
+
+def search_report(searched: Searched, studied: Studied, out_dir: Path, stem: str, command: str) -> tuple[str, list[Path]]:
+    """The search's tables and figures (written; the text is returned); `studied` holds the confirmation's runs, if any."""
+    keys = list(searched.space) or sorted({k for t in searched.trials for k in t.values})
     rows, history = [], []
-    for number, run in sorted(latest.items()):
-        curve = tracker.history(run.run_id, "val/acc")
-        state = _state(run)
-        values = values_of(run)
-        rows.append({"trial": number, **{k: _short(values.get(k, "")) for k in keys}, "val/acc": f"{curve[-1]:.4f}" if curve else "—",
-                     "state": state, "epochs run": len(curve), "run": run.run_id[:8]})
-        history.append((number, curve[-1] if curve else None, state))
+    for t in searched.trials:
+        rows.append({"trial": t.number, **{k: _short(t.values.get(k, "")) for k in keys}, "val/acc": f"{t.curve[-1]:.4f}" if t.curve else "—",
+                     "state": t.state, "epochs run": len(t.curve), "run": t.run_id[:8]})
+        history.append((t.number, t.curve[-1] if t.curve else None, t.state))
     files = [out_dir / f"{stem}_trials.md", out_dir / f"{stem}_trials.csv", out_dir / f"{stem}_history.png", out_dir / f"{stem}_importance.png"]
     write_csv(rows, files[1])
-    plots.optimization_history(history, files[2], title=f"{stem}: validation accuracy of each trial")
-    importances = param_importances(latest, space)
-    plots.importances(importances, files[3], title=f"{stem}: parameter importances (fANOVA on completed trials)")
+    plots.optimization_history(history, files[2], title=f"{searched.name}: validation accuracy of each trial")
+    importances = param_importances(searched)
+    plots.importances(importances, files[3], title=f"{searched.name}: parameter importances (fANOVA on completed trials)")
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     text = (
-        f"## The search: {len(rows)} trials ({len(complete)} completed, {sum(r['state'] == 'PRUNED' for r in rows)} pruned)\n\n"
+        f"# The search {searched.name}: {len(rows)} trials ({len(complete)} completed, {sum(r['state'] == 'PRUNED' for r in rows)} pruned)\n\n"
+        f"Made by `{command}`.\n\n"
         "The objective is validation accuracy at a trial's last epoch (one seed, the search's own); the test set played no part.\n\n"
         f"{markdown_table(rows)}\n"
         + (f"Parameter importances: {', '.join(f'{k} {v:.2f}' for k, v in importances.items())}.\n\n" if importances else "")
-        + curse_section(latest, studied)
+        + curse_section(searched, studied)
     )
     files[0].write_text(text)
     return text, files
@@ -67,13 +106,13 @@ def _short(value: str) -> str:
         return value
 
 
-def param_importances(latest: dict[int, RunRecord], space: dict) -> dict[str, float]:
+def param_importances(searched: Searched) -> dict[str, float]:
     """fANOVA importances over the completed trials, from an Optuna study rebuilt in memory (the search's storage is not needed)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     distributions = {}
-    for key, p in space.items():
+    for key, p in searched.space.items():
         if p["type"] == "choice":
             distributions[key] = optuna.distributions.CategoricalDistribution(p["choices"])
         elif p["type"] == "int":
@@ -81,23 +120,18 @@ def param_importances(latest: dict[int, RunRecord], space: dict) -> dict[str, fl
         else:
             distributions[key] = optuna.distributions.FloatDistribution(p["low"], p["high"], log=p["log"])
     study = optuna.create_study(direction="maximize")
-    for run in latest.values():
-        if _state(run) != "COMPLETE" or "val/acc" not in run.metrics:
+    for t in searched.trials:
+        if t.state != "COMPLETE" or not t.curve or any(key not in t.values for key in distributions):
             continue
-        params, given = {}, values_of(run)
-        for key, dist in distributions.items():
-            raw = given.get(key)
-            if raw is None:
-                break
-            params[key] = raw if isinstance(dist, optuna.distributions.CategoricalDistribution) else type(dist.low)(float(raw))
-        else:
-            study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=run.metrics["val/acc"]))
+        params = {key: t.values[key] if isinstance(d, optuna.distributions.CategoricalDistribution) else type(d.low)(float(t.values[key]))
+                  for key, d in distributions.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=t.curve[-1]))
     if len(study.trials) < 2 or not distributions:
         return {}
     return dict(optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
 
 
-def curse_section(latest: dict[int, RunRecord], studied: Studied) -> str:
+def curse_section(searched: Searched, studied: Studied) -> str:
     """Each confirmed winner: its search score (one seed) beside its confirmation (fresh seeds, against the baseline)."""
     confirm = [r for r in studied.results if r.study.endswith("-confirm")]
     if not confirm:
@@ -110,7 +144,7 @@ def curse_section(latest: dict[int, RunRecord], studied: Studied) -> str:
         if not name.startswith("trial"):
             continue
         number = int(name.removeprefix("trial"))
-        search_score = latest[number].metrics.get("val/acc") if number in latest else None
+        search_score = next((t.curve[-1] for t in searched.trials if t.number == number and t.curve), None)
         val = sum(r.val_acc for r in cell.by_seed.values()) / len(cell.by_seed)
         d = ev.outcome.decisions[name]
         seeds = sorted(set(cell.by_seed) & set(base.by_seed))
