@@ -35,6 +35,13 @@ def processor_class() -> str:
     return f"{facts.describe()}{held}"
 
 
+def command_line(words: str, out: Path) -> str:
+    """The command as it was run: with the environment that held torch's code paths, and --out where it was not the default."""
+    forced = " ".join(f"{name}={os.environ[name]}" for name in FORCING if os.environ.get(name))
+    where = f" --out {out}" if out != RESULTS else ""
+    return f"{forced} {words}{where}".strip()
+
+
 def hardware_class() -> str:
     bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return ("AVX512" if torch.cpu._is_avx512_supported() else "AVX2" if torch.cpu._is_avx2_supported() else "no AVX2") + \

@@ -11,7 +11,6 @@ at once. Both train the same model with the same batch size, optimizer (AdamW) a
 
 import argparse
 import gzip
-import os
 import shutil
 import statistics
 import tempfile
@@ -179,11 +178,9 @@ def main() -> None:
         loaders = {workers: reference_loaders(root, workers) for workers in (0, 2)}
         for name in args.models:
             rows += measure(name, data, loaders, args.steps * (10 if name == "mlp" else 1), args.repeats)
-    command = f"python benchmarks/throughput.py --steps {args.steps} --repeats {args.repeats} --models {' '.join(args.models)}"
-    if args.out != machine.RESULTS:
-        command += f" --out {args.out}"
-    forced = " ".join(f"{name}={os.environ[name]}" for name in machine.FORCING if os.environ.get(name))
-    machine.write(args.out / "throughput.md", "Training and inference throughput", f"{forced} {command}".strip(), table(rows, args))
+    command = machine.command_line(f"python benchmarks/throughput.py --steps {args.steps} --repeats {args.repeats} --models "
+                                   f"{' '.join(args.models)}", args.out)
+    machine.write(args.out / "throughput.md", "Training and inference throughput", command, table(rows, args))
 
 
 def table(rows: list[tuple[str, str, float, float]], args) -> str:

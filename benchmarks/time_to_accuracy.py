@@ -115,10 +115,11 @@ def main() -> None:
             sections = sections_for(uri, [args.run])
         sections.append("Whole-command wall time (Python start-up, imports and data loading included): " + ", ".join(walls) + ".")
         command = " ".join(["python benchmarks/time_to_accuracy.py --run", args.run, "--seeds", *map(str, args.seeds), *args.overrides])
+        command = machine.command_line(command, args.out)
         name = f"time_to_accuracy_{args.run}.md"  # one file per preset trained, so training one keeps the others
     elif args.experiments:
         sections = sections_for(resolve_uri(args.tracking_uri, Path.cwd()), args.experiments)
-        command = f"python benchmarks/time_to_accuracy.py --experiments {' '.join(args.experiments)}"
+        command = machine.command_line(f"python benchmarks/time_to_accuracy.py --experiments {' '.join(args.experiments)}", args.out)
         name = "time_to_accuracy.md"
     else:
         parser.error("give --run PRESET, or --experiments to read runs already in --tracking-uri")

@@ -176,7 +176,7 @@ def optimization_history(trials: list[tuple[int, float | None, str]], path: Path
 
 
 def importances(values: dict[str, float], path: Path, title: str = "") -> None:
-    fig, ax = plt.subplots(figsize=(7, 0.5 * max(1, len(values)) + 1.2))
+    fig, ax = plt.subplots(figsize=(7, 0.5 * max(2, len(values)) + 1.4))
     names = list(values)[::-1]
     ax.barh(names, [values[n] for n in names], color="tab:blue")
     ax.set_xlabel("importance (share of the objective's variance)")
