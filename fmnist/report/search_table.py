@@ -34,6 +34,7 @@ class Trial:
     values: dict[str, str]  # the values it was given, as overrides wrote them
     curve: list[float]  # val/acc per epoch run
     run_id: str
+    seconds: float = 0.0  # training time of the epochs run
 
 
 @dataclass
@@ -55,8 +56,8 @@ def from_store(tracker: Tracker, runs: list[RunRecord]) -> Searched:
     latest = {int(r.tags[TRIAL_TAG]): r for r in trials}
     space = next((json.loads(r.tags[SPACE_TAG]) for r in trials if SPACE_TAG in r.tags), {})
     name = next((r.tags["fmnist.search"] for r in trials if "fmnist.search" in r.tags), "search")
-    return Searched(name, space, [Trial(n, _state(r), values_of(r), tracker.history(r.run_id, "val/acc"), r.run_id)
-                                  for n, r in sorted(latest.items())])
+    return Searched(name, space, [Trial(n, _state(r), values_of(r), tracker.history(r.run_id, "val/acc"), r.run_id,
+                                        sum(tracker.history(r.run_id, "epoch/seconds"))) for n, r in sorted(latest.items())])
 
 
 def write_trials(searched: Searched, path: Path) -> Path:
@@ -87,12 +88,19 @@ def search_report(searched: Searched, studied: Studied, out_dir: Path, stem: str
     importances = param_importances(searched)
     plots.importances(importances, files[3], title=f"{searched.name}: parameter importances (fANOVA on completed trials)")
     complete = [r for r in rows if r["state"] == "COMPLETE"]
+    epochs = sum(len(t.curve) for t in searched.trials)
+    confirm_seconds = {r.run_id: r.seconds for r in studied.results if r.study.endswith("-confirm")}
+    cost = (f"Training time: {sum(t.seconds for t in searched.trials) / 60:.1f} min for the trials ({epochs} epochs; "
+            f"{sum(len(t.curve) for t in searched.trials if t.state == 'PRUNED')} of them in pruned trials)"
+            + (f", {sum(confirm_seconds.values()) / 60:.1f} min for the {len(confirm_seconds)} confirmation runs" if confirm_seconds else "")
+            + ".\n\n")
     text = (
         f"# The search {searched.name}: {len(rows)} trials ({len(complete)} completed, {sum(r['state'] == 'PRUNED' for r in rows)} pruned)\n\n"
         f"Made by `{command}`.\n\n"
         "The objective is validation accuracy at a trial's last epoch (one seed, the search's own); the test set played no part.\n\n"
         f"{markdown_table(rows)}\n"
         + (f"Parameter importances: {', '.join(f'{k} {v:.2f}' for k, v in importances.items())}.\n\n" if importances else "")
+        + cost
         + curse_section(searched, studied)
     )
     files[0].write_text(text)
