@@ -70,9 +70,19 @@ def say(message: str) -> None:
 
 
 def run_name(overrides: list[str]) -> str:
-    """The overrides that change what the run computes, e.g. `loss=mse model=mlp`."""
-    semantic = [o for o in overrides if is_semantic(override_key(o))]
+    """The overrides that change what the run computes, e.g. `loss=mse model=mlp` (a search's sampled numbers to 3 digits)."""
+    semantic = [short_override(o) for o in overrides if is_semantic(override_key(o))]
     return " ".join(semantic) if semantic else "defaults"
+
+
+def short_override(override: str) -> str:
+    """`optimizer.lr=0.00207614104200153` as `optimizer.lr=0.00208`: a name to read, not to rerun (the params hold the value)."""
+    key, sep, value = override.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return override
+    return f"{key}={number:.3g}" if "." in value and len(value) > 6 else override
 
 
 def sweep_command(overrides: list[str], study: StudyConfig) -> list[str]:

@@ -47,6 +47,7 @@ JOB_TAG = "fmnist.job."  # on a parent, one per job: {overrides, outcome, run_id
 FAILED_JOBS_TAG = "fmnist.failed_jobs"
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens on the runs table
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
+MAX_RUN_NAME_LENGTH = 250  # the run name column of MLflow's SQL schema (MySQL refuses longer; SQLite lets it pass)
 
 
 def resolve_uri(uri: str, base: Path) -> str:
@@ -452,6 +453,8 @@ class Tracker:
         return run
 
     def start_run(self, name: str, params: dict[str, object], tags: dict[str, str]) -> "TrackedRun":
+        if len(name) > MAX_RUN_NAME_LENGTH:
+            name = name[: MAX_RUN_NAME_LENGTH - 1].rsplit(" ", 1)[0] + "…"
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         tracked = TrackedRun(self.client, run.info.run_id)
         tracked.log_params(params)

@@ -8,6 +8,7 @@ import pytest
 
 from fmnist import report
 from fmnist.results import export_files, read_export
+from fmnist.report.cli import read_study_file
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -50,4 +51,8 @@ def test_exports_hold_whole_seeds_from_one_commit_per_cell_and_name_their_design
         commits.setdefault((r.model, r.cell), set()).add(r.git_commit)
     assert all(len(c) == 1 and "dirty" not in next(iter(c)) for c in commits.values())
     records = [r for path in export_files([runs]) for r in read_export(path).records.values()]
-    assert all(r.seeds is not None and r.table for r in records)  # every committed table is read under its study's design
+    assert records and all(r.table for r in records)
+    for r in records:  # every committed table is read under its study's design: a study file's seeds design, or the fixed seeds
+        study_file = ROOT / "conf" / "study" / f"{r.study}.yaml"  # of a search's confirmation (`search.confirm.seeds`)
+        assert r.seeds == (read_study_file(study_file).seeds if study_file.exists() else None), f"{r.study}: {r.seeds}"
+    assert any(r.seeds is not None for r in records) or all(r.study.endswith("-confirm") for r in records)

@@ -95,7 +95,7 @@ def test_two_workers_share_one_study_without_duplicates_and_the_winners_are_conf
     out = tmp_path / "report"
     report.main(["--tracking-uri", uri, "--out", str(out)])
     printed = capsys.readouterr().out
-    assert "## The search: 6 trials" in printed and "## The winners, confirmed on fresh seeds" in printed
+    assert "# The search mlp_regularisation: 6 trials" in printed and "## The winners, confirmed on fresh seeds" in printed
     assert (out / "mlp_regularisation_history.png").stat().st_size and (out / "mlp_regularisation_importance.png").stat().st_size
     confirmed = (out / "mlp_regularisation-confirm_mlp.csv").read_text()
     assert "p_holm" in (out / "mlp_regularisation-confirm_mlp.md").read_text() and "q_holm" in confirmed.splitlines()[0]

@@ -105,10 +105,10 @@ def test_force_runs_a_finished_configuration_again(tmp_path, real_data_root):
 def test_a_corrupt_checkpoint_is_refused_and_the_run_starts_afresh(tmp_path, real_data_root):
     uri = store(tmp_path)
     overrides = [*SMALL, "schedule.epochs=1", f"tracking.uri={uri}", f"data.root={real_data_root}"]
-    from fmnist.config import fingerprint
+    from fmnist.config import run_spec
     from tests.conftest import compose_config
 
-    path = tmp_path / "checkpoints" / f"{fingerprint(compose_config(overrides))}.pt"
+    path = tmp_path / "checkpoints" / f"{run_spec(compose_config(overrides)).fingerprint}.pt"
     path.parent.mkdir()
     path.write_bytes(b"PK\x03\x04 truncated")
     done = cli(tmp_path, *overrides)

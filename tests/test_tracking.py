@@ -154,3 +154,15 @@ def test_parallel_jobs_logging_the_same_data_sets_all_succeed(tmp_path):
     for worker in workers:
         out, err = worker.communicate(timeout=120)
         assert worker.returncode == 0 and out.strip() == "ok", err[-2000:]
+
+
+def test_a_long_run_name_fits_the_servers_name_column_and_sampled_numbers_are_shortened(tmp_path):
+    from fmnist.bookkeeping import run_name
+
+    sampled = ["model=mlp", "optimizer.lr=0.00207614104200153", "model.dropout=0.3958625190413323", "schedule.epochs=2", "transform=crop"]
+    assert run_name(sampled) == "model=mlp optimizer.lr=0.00208 model.dropout=0.396 schedule.epochs=2 transform=crop"
+    tracker = Tracker(store(tmp_path), "names")
+    long = " ".join(f"key{i}=value{i}" for i in range(60))  # MySQL's runs.name is VARCHAR(250): a longer name is a BAD_REQUEST
+    run = tracker.start_run(long, {}, {})
+    name = tracker.client.get_run(run.run_id).info.run_name
+    assert len(name) <= 250 and name.endswith("…") and long.startswith(name[:-1])

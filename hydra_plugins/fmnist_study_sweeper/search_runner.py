@@ -84,7 +84,7 @@ class SearchRunner:
                 values = dict(o.split("=", 1) for o in job[len(self.combo):] if not o.startswith("++search."))
                 failures = 0 if self._tell(study, trial.number, values, result) else failures + 1
             if failures >= MAX_FAILURES:
-                raise UserError(f"search {self.search.name}: {failures} trials in a row failed; see their runs' fmnist.failure tags")
+                raise UserError(f"search {self.search.name}: {failures} trials in a row failed; the errors are printed above, and a trial that had a run carries its reason in the fmnist.failure tag")
         return returns
 
     def _trial_overrides(self, values: dict, number: int) -> list[str]:
