@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from fmnist import report
-from fmnist.results import export_files, read_export
 from fmnist.report.cli import read_study_file
+from fmnist.results import export_files, read_export
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
