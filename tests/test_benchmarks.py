@@ -87,3 +87,24 @@ def test_time_to_accuracy_can_train_the_preset_itself(tmp_path, real_data_root):
     text = (tmp_path / "time_to_accuracy_fast.md").read_text()
     assert "--run fast --seeds 3 model.channels=[8,16]" in text  # the changed preset is written next to the figures
     assert "| 3 |" in text and "seed 3:" in text and "not reached" in text
+
+
+def test_flop_rate_counts_the_models_and_reads_each_throughput_files_class(tmp_path):
+    sample = tmp_path / "throughput.md"
+    sample.write_text(
+        "# Training and inference throughput\n\nMade by `x` on 2 CPU cores (CPU; processor class: AVX2, bf16 emulated), no GPU.\n\n"
+        "| model | loop | train img/s | ratio | inference img/s | ratio |\n|---|---|---:|---:|---:|---:|\n"
+        "| vgg | fmnist, fp32 | 1,000 | 1.00x | 2,000 | 1.00x |\n| vgg | fmnist, bf16 + channels-last | 50 | 0.05x | 90 | 0.05x |\n"
+        "| resnet18 | fmnist, fp32 | 500 | 1.00x | 2,000 | 1.00x |\n"
+    )
+    bench("flop_rate.py", str(sample), "--out", str(tmp_path / "rate.md"), cwd=tmp_path)
+    text = (tmp_path / "rate.md").read_text()
+    sys.path.insert(0, str(BENCH))
+    from flop_rate import train_flops_per_image
+
+    vgg, resnet = train_flops_per_image("vgg"), train_flops_per_image("resnet18")
+    assert 0.1e9 < vgg < resnet < 0.3e9  # both ~0.2 GFLOP a training image at 28 px
+    rows = [line for line in text.splitlines() if "| AVX2, bf16 emulated |" in line]
+    assert len(rows) == 2 and not any("bf16 +" in r for r in rows)  # only fp32 loops are rated
+    expected = 500 * resnet / (1000 * vgg)
+    assert rows[1].endswith(f"| {expected:.2f}x |") and rows[0].endswith("| 1.00x |")
