@@ -12,6 +12,7 @@ which is fast enough for thousands of whole sequential studies.
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -124,3 +125,11 @@ def tally(model: TableModel, tables: int, design, margin: float, rng_seed: int =
         tables, false_call / tables, equivalent / max(1, tables * int(at_margin.sum())), covered / (tables * cells),
         called / max(1, tables * int(real.sum())), seeds / (tables * cells), runs / tables,
     )
+
+
+def publish(text: str, out: Path | None) -> None:
+    """Print a simulation's Markdown and, with `out`, write it there (the scripts' --out)."""
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)

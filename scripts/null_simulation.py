@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist.simulate import simulate_null_studies
+from fmnist.simulate import publish, simulate_null_studies
 from fmnist.stats import paired_t
 
 
@@ -37,10 +37,7 @@ def main() -> None:
         f"# False verdicts on null cells, {args.studies} simulated studies per row (α = 0.05)\n\nMade by `{command}`.\n\n"
         + "\n".join(lines) + "\n"
     )
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from fmnist.sequential import SeedsDesign
-from fmnist.simulate import TableModel, churn_sd_points, tally
+from fmnist.simulate import TableModel, churn_sd_points, publish, tally
 
 MARGIN = 0.3
 SDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -108,10 +108,7 @@ def main() -> None:
         *efficiency_rows(args.tables, design),
         "",
     ])
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":
