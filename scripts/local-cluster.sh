@@ -227,9 +227,9 @@ start() {
 }
 
 end_pid() {  # end_pid PIDFILE [GROUP]: end the process (or its group) recorded there, if it is still alive
-  [ -f "$1" ] || return 0
+  $sudo test -f "$1" || return 0  # MariaDB's pid file lies in its own 0700 folder: read it as root
   local pid
-  pid=$(cat "$1")
+  pid=$($sudo cat "$1")
   if [ "${2:-}" = group ]; then $sudo kill -- -"$pid" 2>/dev/null || true; fi
   $sudo kill "$pid" 2>/dev/null || true
 }
