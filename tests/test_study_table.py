@@ -134,7 +134,7 @@ def test_a_sequential_table_says_the_stage_of_each_verdict_and_what_runs_next(tm
     rows = {r["cell"]: r for r in csv.DictReader((tmp_path / "t_mlp.csv").open())}
     assert rows["a1"]["verdict"] == "worse" and rows["a1"]["stage"] == "1"
     assert rows["a2"]["verdict"] == "open" and int(rows["a2"]["seeds_needed"]) <= 10 and rows["a2"]["rci_low"]
-    assert "Stage 2 runs seeds 3, 4 of the open cells (a2)" in text
+    assert "Stage 2 runs the open cells (a2) to 5 seeds each, with the baseline runs they pair with: seeds 3, 4 still to run" in text
     assert "python -m fmnist.run -m study=t model=mlp 'study.cells=[baseline,a2]' seed=3,4" in text
     assert "a2 vs a1" in text and "Secondary comparisons" in text  # `a` is an ordered factor
     assert (tmp_path / "t_forest.png").stat().st_size > 0 and (tmp_path / "t_mlp_a.png").exists()
@@ -226,3 +226,17 @@ def test_an_output_folder_that_cannot_be_one_is_one_sentence(tmp_path):
     for out, message in [("afile", "is a file, not a folder"), ("afile/sub", "lies inside a file")]:
         with pytest.raises(SystemExit, match=message):
             report.main(["--from", str(tmp_path / "runs.csv"), "--out", str(tmp_path / out)])
+
+
+def test_a_stage_half_run_asks_each_cell_for_the_seeds_it_lacks(tmp_path):
+    # Seed 3 of the cells ran, the combined cell's did not (a session ended between the two commands).
+    results = [result("baseline", s, 0.85 + 0.002 * s) for s in range(4)]
+    results += [result("a2", s, 0.85 + 0.002 * s + d, wrong_from=7, factor="a") for s, d in zip(range(4), [0.006, 0.004, 0.005, 0.003])]
+    results += [result("combined", s, 0.85 + 0.002 * s + d, wrong_from=11, factor="combined", level="a2")
+                for s, d in zip(range(3), [0.007, 0.002, 0.005])]
+    text = sequential_table(tmp_path, results)
+    rows = {r["cell"]: r for r in csv.DictReader((tmp_path / "t_mlp.csv").open())}
+    assert rows["a2"]["verdict"] == "open" and rows["a2"]["stage"] == ""  # stage 2 is not whole: stage 1's verdicts stand
+    assert "seeds 3, 4 still to run" in text
+    assert "'study.cells=[baseline,a2]' seed=4\n" in text  # the cells lack seed 4 only
+    assert "'study.combine=[a2]' seed=3,4\n" in text  # the combined cell lacks both

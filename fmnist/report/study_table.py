@@ -276,17 +276,26 @@ def next_stage_section(ev: Evidence) -> str:
         return ""
     if outcome.next_seeds is None:
         return f"Every cell is decided or stopped after stage {outcome.stages_done}: the study is complete.\n"
-    have = len(ev.cells[BASELINE].by_seed)
-    seeds = list(range(min(have, outcome.next_seeds) if outcome.stages_done else 0, outcome.next_seeds))
+    target = outcome.next_seeds
     opened = outcome.open_cells or [c for c in outcome.decisions]
     cells = [c for c in ev.order if any(c in shared_cells(ev, o) for o in opened if o != COMBINED)]
     cells = list(dict.fromkeys([*shared_cells(ev, BASELINE), *cells]))
+    combined = ev.cells.get(COMBINED) if COMBINED in opened else None
+
+    def missing(names: list[str]) -> list[int]:
+        """Seeds 0 .. target-1 that one of these cells has not run yet: each command runs what its own cells lack."""
+        return sorted({s for s in range(target) for name in names if s not in ev.cells[name].by_seed})
+
     stage = outcome.stages_done + 1
-    lines = [f"Stage {stage} runs seeds {', '.join(map(str, seeds))} of the open cells ({', '.join(opened)}) and the baseline they pair "
-             "with. The study's sweep command continues by itself; by hand:\n"]
-    lines.append(f"    {command_line(ev.record.command, seeds, cells=cells)}")
-    if COMBINED in opened and ev.cells.get(COMBINED) is not None:
-        lines.append(f"    {command_line(ev.record.command, seeds, combine=ev.cells[COMBINED].level.split('+'))}")
+    cell_seeds = missing([c for c in cells if c in ev.cells])
+    combined_seeds = missing([COMBINED]) if combined is not None else []
+    lines = [f"Stage {stage} runs the open cells ({', '.join(opened)}) to {target} seeds each, with the baseline runs they pair "
+             f"with: seeds {', '.join(map(str, sorted({*cell_seeds, *combined_seeds})))} still to run. The study's sweep command "
+             "continues by itself; by hand:\n"]
+    if cell_seeds:
+        lines.append(f"    {command_line(ev.record.command, cell_seeds, cells=cells)}")
+    if combined_seeds:
+        lines.append(f"    {command_line(ev.record.command, combined_seeds, combine=combined.level.split('+'))}")
     return "\n".join(lines) + "\n"
 
 
