@@ -240,3 +240,12 @@ def test_a_stage_half_run_asks_each_cell_for_the_seeds_it_lacks(tmp_path):
     assert "seeds 3, 4 still to run" in text
     assert "'study.cells=[baseline,a2]' seed=4\n" in text  # the cells lack seed 4 only
     assert "'study.combine=[a2]' seed=3,4\n" in text  # the combined cell lacks both
+
+
+def test_stage_one_ends_with_the_combined_cell_validation_chose(tmp_path):
+    results = [result("baseline", s, 0.85 + 0.002 * s, val=0.84) for s in range(3)]
+    results += [result("a1", s, 0.85 + 0.002 * s + 0.004, val=0.86, wrong_from=7, factor="a") for s in range(3)]
+    results += [result("b1", s, 0.85 + 0.002 * s + 0.003, val=0.86, wrong_from=11, factor="b") for s in range(3)]
+    text = sequential_table(tmp_path, results)
+    assert "Stage 1 runs the open cells" in text and "seeds 0, 1, 2 still to run" in text
+    assert "'study.combine=[a1,b1]' seed=0,1,2\n" in text and "'study.cells=" not in text  # the cells have every seed already

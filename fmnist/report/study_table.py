@@ -280,22 +280,23 @@ def next_stage_section(ev: Evidence) -> str:
     opened = outcome.open_cells or [c for c in outcome.decisions]
     cells = [c for c in ev.order if any(c in shared_cells(ev, o) for o in opened if o != COMBINED)]
     cells = list(dict.fromkeys([*shared_cells(ev, BASELINE), *cells]))
-    combined = ev.cells.get(COMBINED) if COMBINED in opened else None
+    # The combined cell's levels: what it ran, or (stage 1, not run yet) what validation chose.
+    combine = ev.cells[COMBINED].level.split("+") if COMBINED in ev.cells else ev.combination
 
     def missing(names: list[str]) -> list[int]:
         """Seeds 0 .. target-1 that one of these cells has not run yet: each command runs what its own cells lack."""
-        return sorted({s for s in range(target) for name in names if s not in ev.cells[name].by_seed})
+        return sorted({s for s in range(target) for name in names if name not in ev.cells or s not in ev.cells[name].by_seed})
 
     stage = outcome.stages_done + 1
-    cell_seeds = missing([c for c in cells if c in ev.cells])
-    combined_seeds = missing([COMBINED]) if combined is not None else []
+    cell_seeds = missing(cells)
+    combined_seeds = missing([COMBINED]) if COMBINED in opened and combine else []
     lines = [f"Stage {stage} runs the open cells ({', '.join(opened)}) to {target} seeds each, with the baseline runs they pair "
              f"with: seeds {', '.join(map(str, sorted({*cell_seeds, *combined_seeds})))} still to run. The study's sweep command "
              "continues by itself; by hand:\n"]
     if cell_seeds:
         lines.append(f"    {command_line(ev.record.command, cell_seeds, cells=cells)}")
     if combined_seeds:
-        lines.append(f"    {command_line(ev.record.command, combined_seeds, combine=combined.level.split('+'))}")
+        lines.append(f"    {command_line(ev.record.command, combined_seeds, combine=combine)}")
     return "\n".join(lines) + "\n"
 
 
