@@ -270,6 +270,10 @@ def shared_cells(ev: Evidence, cell: str) -> list[str]:
     return [c for c in ev.order if c != COMBINED and runs & {r.run_id for r in ev.cells[c].by_seed.values()}]
 
 
+def _seeds_word(seeds: list[int]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 def next_stage_section(ev: Evidence) -> str:
     outcome = ev.outcome
     if ev.design is None:
@@ -291,7 +295,7 @@ def next_stage_section(ev: Evidence) -> str:
     cell_seeds = missing(cells)
     combined_seeds = missing([COMBINED]) if COMBINED in opened and combine else []
     lines = [f"Stage {stage} runs the open cells ({', '.join(opened)}) to {target} seeds each, with the baseline runs they pair "
-             f"with: seeds {', '.join(map(str, sorted({*cell_seeds, *combined_seeds})))} still to run. The study's sweep command "
+             f"with: {_seeds_word(sorted({*cell_seeds, *combined_seeds}))} still to run. The study's sweep command "
              "continues by itself; by hand:\n"]
     if cell_seeds:
         lines.append(f"    {command_line(ev.record.command, cell_seeds, cells=cells)}")
