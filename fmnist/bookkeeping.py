@@ -77,7 +77,7 @@ def run_name(overrides: list[str]) -> str:
 
 def short_override(override: str) -> str:
     """`optimizer.lr=0.00207614104200153` as `optimizer.lr=0.00208`: a name to read, not to rerun (the params hold the value)."""
-    key, sep, value = override.partition("=")
+    key, _, value = override.partition("=")
     try:
         number = float(value)
     except ValueError:

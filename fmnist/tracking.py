@@ -454,7 +454,7 @@ class Tracker:
 
     def start_run(self, name: str, params: dict[str, object], tags: dict[str, str]) -> "TrackedRun":
         if len(name) > MAX_RUN_NAME_LENGTH:
-            name = name[: MAX_RUN_NAME_LENGTH - 1].rsplit(" ", 1)[0] + "…"
+            name = name[: MAX_RUN_NAME_LENGTH - 3].rsplit(" ", 1)[0] + "..."  # ASCII: the column may not be utf8
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         tracked = TrackedRun(self.client, run.info.run_id)
         tracked.log_params(params)
