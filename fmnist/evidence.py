@@ -58,15 +58,26 @@ def paired(reference: CellRuns, other: CellRuns) -> list[int]:
     return sorted(set(reference.by_seed) & set(other.by_seed))
 
 
-def comparison(name: str, reference: CellRuns, other: CellRuns, published: float | None = None) -> Comparison:
+def comparison(name: str, reference: CellRuns, other: CellRuns, lag: int = 0) -> Comparison:
     """`other` minus `reference`, per seed both have, in seed order (points)."""
     seeds = paired(reference, other)
     return Comparison(
         name,
         [100 * (other.by_seed[s].test_acc - reference.by_seed[s].test_acc) for s in seeds],
         [other.by_seed[s].predictions_sha256 == reference.by_seed[s].predictions_sha256 for s in seeds],
-        published,
+        lag,
     )
+
+
+def fresh(cell: CellRuns, chosen_on: list[int]) -> CellRuns:
+    """The combined cell without its runs on the seeds the combination was chosen on: its test uses the others only."""
+    reused = [s for s in cell.by_seed if s in chosen_on]
+    if not reused:
+        return cell
+    note = (f"its runs on seed{'s' if len(reused) > 1 else ''} {', '.join(map(str, reused))} left out: validation chose the "
+            "combination on those seeds, so it is tested on the seeds after them")
+    kept = {s: r for s, r in cell.by_seed.items() if s not in chosen_on}
+    return CellRuns(cell.cell, cell.factor, cell.level, cell.reference_acc, kept, [*cell.left_out, note])
 
 
 @dataclass
@@ -138,6 +149,17 @@ class Evidence:
             return None
         return self.cells[BASELINE].seeds()[: self.design.first]
 
+    def next_runs(self) -> dict[str, list[int]]:
+        """The seeds each cell needs by the end of the next stage (open cells, and the baseline for them to pair with)."""
+        wanted = {}
+        chosen_on = self.choice_seeds() or []
+        after = max(chosen_on, default=-1) + 1
+        for name, n in self.outcome.next_looks.items():
+            wanted[name] = list(range(after, after + n)) if name == COMBINED else list(range(n))
+        if wanted:
+            wanted[BASELINE] = sorted({s for seeds in wanted.values() for s in seeds})
+        return wanted
+
 
 def order_of(results: list[Result]) -> tuple[list[str], list[str]]:
     """Cells and factors in the order they were first run (the study file's), baseline first, combined last."""
@@ -162,18 +184,29 @@ def evidence(results: list[Result], record: StudyRecord, strict: bool = False, m
     first = None if design is None else cells[BASELINE].seeds()[: design.first]
     picks = choose(cells, factors, strict, first)
     base = cells[BASELINE]
-    published = base.reference_acc
-    comparisons = [
-        comparison(name, base, cells[name], _published_diff(cells[name].reference_acc, published))
-        for name in order + sorted(set(cells) - set(order)) if name in cells and name != BASELINE
-    ]
-    if design is not None and COMBINED not in cells and sum(1 for p in picks if p.level) > 1:
-        # Validation chose a combination: the family includes it, so stage 1 ends only once it has run.
-        comparisons.append(Comparison(COMBINED, [], []))
-    outcome = decide(comparisons, design, margin)
+    if design is not None and COMBINED in cells:
+        chosen = sorted(p.level for p in picks if p.level)
+        ran = cells[COMBINED]
+        if sorted(ran.level.split("+")) != chosen:
+            del cells[COMBINED]
+            which = " + ".join(chosen) + (" alone" if len(chosen) == 1 else "") if chosen else "no level"
+            base.left_out.append(f"{len(ran.by_seed)} combined run(s) of {ran.level.replace('+', ' + ')} left out: not the combination "
+                                 f"this design's validation chose on the first stage's seeds ({which})")
+        else:
+            cells[COMBINED] = fresh(ran, first)
+    comparisons = [comparison(name, base, cells[name]) for name in order + sorted(set(cells) - set(order))
+                   if name in cells and name not in (BASELINE, COMBINED)]
+    if design is not None and len(factors) > 1:
+        # The family is the design's: the combined cell counts whether or not validation chooses one, and it is
+        # tested on the seeds after the first stage's, a stage late.
+        chosen = sum(1 for p in picks if p.level) > 1
+        undecided = any(len(paired(base, cells[name])) < design.first for name in cells if name not in (BASELINE, COMBINED))
+        ran = cells.get(COMBINED)
+        combined = comparison(COMBINED, base, ran, lag=1) if ran is not None else Comparison(COMBINED, [], [], lag=1)
+        combined.planned = ran is not None or chosen or undecided
+        comparisons.append(combined)
+    elif COMBINED in cells:
+        comparisons.append(comparison(COMBINED, base, cells[COMBINED]))
+    outcome = decide(comparisons, design, margin, record.effect)
     return Evidence(results[-1].model, record, cells, [c for c in order if c in cells] + sorted(set(cells) - set(order)), factors,
                     picks, outcome, margin, design)
-
-
-def _published_diff(cell: float | None, baseline: float | None) -> float | None:
-    return None if cell is None or baseline is None else cell - baseline

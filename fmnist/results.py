@@ -16,7 +16,7 @@ import numpy as np
 
 from fmnist.errors import UserError
 from fmnist.sequential import SeedsDesign
-from fmnist.study import BASELINE, Choice, Reading, StudyRecord
+from fmnist.study import BASELINE, COMBINED, Choice, Reading, StudyRecord
 
 CURVES = ("val/acc", "val/loss")
 
@@ -66,11 +66,11 @@ def predictions_digest(predictions: np.ndarray) -> str:
 
 
 RESULT_COLUMNS = [f.name for f in fields(Result) if f.name not in ("correct", "curves")]
-RECORD_COLUMNS = ["choice", "choice_acc", "margin", "seeds", "ordered", "command"]  # the run's record beyond its readings
+RECORD_COLUMNS = ["choice", "choice_acc", "margin", "effect", "seeds", "ordered", "command"]  # the run's record beyond its readings
 COLUMNS = RESULT_COLUMNS + RECORD_COLUMNS
 # Exports written before the study record: other names for the record's columns, and columns they lack.
 LEGACY_NAMES = {"choice": "study_choice", "choice_acc": "study_choice_acc"}
-OPTIONAL = ("threads", "table", "stage", "seeds", "ordered")
+OPTIONAL = ("threads", "table", "stage", "seeds", "ordered", "effect")
 
 
 def _number(text: str, kind=float):
@@ -80,8 +80,8 @@ def _number(text: str, kind=float):
 def _row(result: Result, record: StudyRecord) -> list[str]:
     values = {f: getattr(result, f) for f in RESULT_COLUMNS}
     values |= {
-        "choice": " ".join(record.choice.levels), "choice_acc": record.choice.reference_acc, "margin": record.margin,
-        "seeds": "" if record.seeds is None else f"{record.seeds.first} {record.seeds.step} {record.seeds.max}",
+        "choice": " ".join(record.choice.levels), "choice_acc": record.choice.reference_acc, "margin": record.margin, "effect": record.effect,
+        "seeds": "" if record.seeds is None else f"{record.seeds.first} {record.seeds.step} {record.seeds.max} {record.seeds.sd!r}",
         "ordered": " ".join(record.ordered),
         "command": "\t".join(record.command),
     }
@@ -126,11 +126,12 @@ def _record(rows: list[dict[str, str]], table: str) -> StudyRecord:
     first = rows[0]
     readings = sorted((Reading(r["cell"], r["factor"], r["level"], int(r["epochs"]), _number(r["reference_acc"])) for r in rows),
                       key=lambda r: r.epoch)
-    seeds = first.get("seeds", "").split()
+    seeds = first.get("seeds", "").split()  # first step max [planned sd]: exports before the planned SD have three
+    design = SeedsDesign(*map(int, seeds[:3]), *map(float, seeds[3:])) if seeds else None
     return StudyRecord(
         first["study"], table, tuple(readings), Choice(first["choice"].split(), _number(first["choice_acc"])), float(first["margin"]),
-        SeedsDesign(*map(int, seeds)) if seeds else None, tuple(first.get("ordered", "").split()), _number(first.get("stage", ""), int),
-        tuple(first["command"].split("\t")) if first["command"] else (),
+        design, tuple(first.get("ordered", "").split()), _number(first.get("stage", ""), int),
+        tuple(first["command"].split("\t")) if first["command"] else (), _number(first.get("effect", "")) or 0.5,
     )
 
 
@@ -188,18 +189,40 @@ def read_export(path: Path) -> Studied:
     return Studied(results, records)
 
 
-def declared(studied: Studied, seeds: SeedsDesign | None, ordered: tuple[str, ...]) -> Studied:
-    """The same runs, their records declaring the study's seeds design and ordered factors, and each run's stage under
-    that design (its seed's place among its cell's seeds): for runs made before the study declared them."""
+def with_tables(studied: Studied) -> Studied:
+    """Runs of exports that name no table (written before the record, without their baseline in the same file) take
+    their (study, model)'s table from the exports read with them, where those agree on one."""
+    known: dict[tuple[str, str], set[str]] = {}
+    for r in studied.results:
+        if r.table:
+            known.setdefault((r.study, r.model), set()).add(r.table)
+    tables = {key: found.pop() for key, found in known.items() if len(found) == 1}
+    results = [replace(r, table=tables.get((r.study, r.model), "")) if not r.table else r for r in studied.results]
+    records = dict(studied.records)
+    for r in results:
+        if not records[r.run_id].table:
+            records[r.run_id] = replace(records[r.run_id], table=r.table)
+    return Studied(results, records)
+
+
+def declared(studied: Studied, seeds: SeedsDesign | None, ordered: tuple[str, ...], effect: float) -> Studied:
+    """The same runs, their records declaring the study's seeds design, effect and ordered factors, and each run's stage
+    under that design (its seed's place among its cell's seeds; the combined cell's among the seeds after the first
+    stage's, a stage later; None for its runs on the first stage's seeds, which its test does not use): for runs made
+    before the study declared them, or under an earlier rule."""
     stage = {}
     if seeds is not None:
         cells: dict[tuple, list[int]] = {}
         for r in studied.results:
             cells.setdefault((r.study, r.model, r.table, r.cell), []).append(r.seed)
         for r in studied.results:
-            stage[r.run_id] = seeds.stage_of(sorted(set(cells[(r.study, r.model, r.table, r.cell)])).index(r.seed))
+            mine = sorted(set(cells[(r.study, r.model, r.table, r.cell)]))
+            if r.cell != COMBINED:
+                stage[r.run_id] = seeds.stage_of(mine.index(r.seed))
+            elif r.seed >= seeds.first:
+                stage[r.run_id] = 1 + seeds.stage_of([s for s in mine if s >= seeds.first].index(r.seed))
     results = [replace(r, stage=stage.get(r.run_id)) for r in studied.results]
-    records = {run_id: replace(r, seeds=seeds, ordered=ordered, stage=stage.get(run_id)) for run_id, r in studied.records.items()}
+    records = {run_id: replace(r, seeds=seeds, ordered=ordered, stage=stage.get(run_id), effect=effect) for run_id, r in studied.records.items()}
     return Studied(results, records)
 
 

@@ -1,34 +1,50 @@
 """Seeds where they decide: a study's seeds design and the rule that stops each cell.
 
-A study may declare `seeds: {first: 3, step: 2, max: 10}`. Stage 1 runs `first` seeds of every cell
-(the combined cell included, once validation has chosen it); after each stage a cell with a verdict
-gets no more seeds, a cell that would need more than `max` seeds stops for futility, and the next
-stage runs `step` more seeds of the cells still open, up to `max`. Without a design the study is
-one fixed look at the seeds at hand.
+A study states the smallest difference worth reporting, `effect` (accuracy points), and how seeds are
+added: `seeds: {first: 3, step: 2, max: 11, sd: 0.5}`, `sd` being the SD of per-seed differences it
+plans for. Stage 1 runs `first` seeds of every cell; after each stage a cell with a verdict, or one the
+rule stops for futility, gets no more seeds and the others get `step` more, up to `max`. The combined
+cell, chosen on validation at stage 1, is tested on the seeds after the first stage's: it starts a stage
+later, and the seeds that chose it play no part in its test. Without a design the study is one fixed
+look at the seeds at hand.
 
-The rule, whose error control `scripts/sequential_simulation.py` measures (results/stats/):
+The rule (its error control and power are measured in results/stats/sequential.md):
 
-- A comparison's looks are its first n_1 < n_2 < ... paired seeds (in seed order). At look k a
-  paired t-test gives p_k. Its *sequential p-value* is the probability, with no effect, that the
-  design's weighted minimum min_k p_k / w_k would fall as low as observed, with w_k = (n_k / n_max)^2:
-  the first looks, whose few degrees of freedom decide only huge effects, spend little alpha. With
-  normal per-seed differences the t statistics of all looks have one joint distribution whatever
-  their SD, so that null distribution is drawn once per design (a fixed random seed).
-- Holm's step-down over the table's comparisons on those sequential p-values: a closed test whose
-  intersections are weighted Bonferroni tests of group-sequential tests, so a rejected cell's alpha
-  passes to the others at every stage (Holm's reallocation), with family-wise error control.
-- Equivalence the same way, from TOST's p at each look and the one-sided null.
-- Repeated confidence intervals: at look k, the t interval at nominal level 1 - c w_k, where c is
-  the boundary at alpha; every look's interval covers the true difference at once with >= 95%.
+- A cell's looks are its first n_1 < n_2 < ... paired seeds; at look k a paired t-test gives t_k, p_k.
+- Futility, binding: at every look but the last a cell stops when |t_k| is below a bound planned for a
+  true change of `effect` at the planning SD, the larger of (a) a beta-spending bound: a true change of
+  `effect` is stopped this way with chance FUTILITY_BETA over the design, spent in proportion to seeds,
+  and (b) from the second look, the t below which such a change would be shown by the last look with
+  chance (conditional power) under CP_FLOOR. The bounds are numbers on the t scale: with no effect,
+  what the rule does has one distribution whatever the true SD, so the efficacy p-values below are
+  computed with these stops in. The software always obeys them (a stopped cell gets no seeds, and
+  seeds run by hand after the stop are not read).
+- Efficacy: a cell's sequential p-value is the chance, with no effect and the futility stops as they
+  fall, that its weighted minimum p, min_k p_k / w_k with w_k = (n_k / n_max)^3, would be as low as
+  observed; early looks, with few degrees of freedom, spend little. Holm's step-down over the table's
+  cells on those p-values at every stage (a closed test of weighted Bonferroni tests: a rejected cell's
+  share passes to the others).
+- Equivalence within the margin: TOST's p at each look, the same way (without the futility stops in,
+  which is conservative), Holm over the table.
+- Repeated 95% confidence intervals: at look k the t interval at nominal 1 - c w_k, c from the null
+  without futility stops, so the intervals hold the true difference at every look at once however a
+  cell stops.
 
+The null distributions are drawn once per design (NULL_DRAWS pivotal t-sequences, a fixed seed) and kept
+on disk. `replay` runs the rule on arrays of many tables at once (simulations); `decide` on one table.
 Plain numbers in and out: no torch, no Hydra, no MLflow.
 """
 
 import functools
+import hashlib
+import json
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from scipy import special
 from scipy import stats as scipy_stats
 
 from fmnist import stats
@@ -36,24 +52,37 @@ from fmnist.errors import require
 
 ALPHA = stats.ALPHA
 POWER = 0.8  # the power seeds_needed aims at
-MOST_SEEDS = 50  # seeds_needed above this is "more than 50"
-NULL_DRAWS = 200_000  # simulated null sequences per design
-NULL_SEED = 20261201
+MOST_SEEDS = 50  # a fixed design's seeds_needed above this is "more than 50"
+WEIGHT_POWER = 3  # a look's efficacy weight (n_k / n_max)^3
+FUTILITY_BETA = 0.10  # chance, at a true change of `effect` and the planning SD, of a futility stop over the design
+CP_FLOOR = 0.45  # from the second look: stop when conditional power at `effect` falls below this
+# Pivotal t-sequences behind each null distribution (the size at alpha/8 is checked in tests). FMNIST_NULL_DRAWS lowers it
+# for tests that check logic, not precision; every committed figure is made with the default.
+DRAWS = 8_000_000
+NULL_DRAWS = int(os.environ.get("FMNIST_NULL_DRAWS", DRAWS))
+PLAN_DRAWS = 1_000_000  # sequences under the effect behind the beta-spending bound
+NULL_SEED, PLAN_SEED = 20261201, 20261205
+CHUNK = 250_000
+VERSION = 2  # of the null distributions on disk: bump when their computation changes
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fmnist" / "boundaries"
 
 
-@dataclass
+@dataclass  # not frozen: OmegaConf fills it from the study file
 class SeedsDesign:
-    """How a study adds seeds: `first` in stage 1, then `step` more per stage for open cells, up to `max`."""
+    """How a study adds seeds: `first` in stage 1, then `step` more per stage for open cells, up to `max`;
+    `sd` is the SD of per-seed differences (points) the futility bounds are planned for."""
 
     first: int = 3
     step: int = 2
-    max: int = 10
+    max: int = 11
+    sd: float = 0.5
 
     def __post_init__(self):
         require(self.first >= stats.MIN_SEEDS, f"study.seeds.first must be >= {stats.MIN_SEEDS} (a t-test needs them), got {self.first}")
         require(self.step >= 1, f"study.seeds.step must be >= 1, got {self.step}")
         require(self.max >= self.first, f"study.seeds.max must be >= study.seeds.first ({self.first}), got {self.max}")
         require(self.max <= MOST_SEEDS, f"study.seeds.max must be <= {MOST_SEEDS}, got {self.max}")
+        require(self.sd > 0 and math.isfinite(self.sd), f"study.seeds.sd (the planned SD of per-seed differences) must be > 0 points, got {self.sd}")
 
     def looks(self) -> tuple[int, ...]:
         """Paired seeds at each stage's end: first, first + step, ..., max."""
@@ -64,52 +93,326 @@ class SeedsDesign:
         return next(k for k, n in enumerate(self.looks(), 1) if index < n) if index < self.max else len(self.looks())
 
     def describe(self) -> str:
-        return f"first {self.first}, step {self.step}, max {self.max}"
+        return f"first {self.first}, step {self.step}, max {self.max}, planned SD {self.sd:g}"
 
 
-class Boundary:
-    """The null distribution of one design's weighted minimum p over its looks (two- or one-sided)."""
+# ----- null distributions and bounds, once per design -----
 
-    def __init__(self, looks: tuple[int, ...], two_sided: bool, draws: int = NULL_DRAWS):
-        self.looks = looks
-        self.weights = np.array([(n / looks[-1]) ** 2 for n in looks])
-        if len(looks) == 1:
-            self.null = None  # one look: the p-value itself, uniform with no effect
-            return
-        x = np.random.default_rng(NULL_SEED).standard_normal((draws, looks[-1]))
+
+def weights(looks: tuple[int, ...]) -> np.ndarray:
+    return np.array([(n / looks[-1]) ** WEIGHT_POWER for n in looks])
+
+
+def _t_paths(looks: tuple[int, ...], drift: float, draws: int, seed: int):
+    """Chunks of (paths, looks) t statistics of i.i.d. normal differences with mean `drift` and SD 1."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, draws, CHUNK):
+        x = drift + rng.standard_normal((min(CHUNK, draws - start), looks[-1]))
         sums, squares = np.cumsum(x, axis=1), np.cumsum(x * x, axis=1)
-        weighted = np.full(draws, np.inf)
-        for n, w in zip(looks, self.weights):
+        t = np.empty((len(x), len(looks)))
+        for k, n in enumerate(looks):
             mean = sums[:, n - 1] / n
             sd = np.sqrt(np.maximum(squares[:, n - 1] - n * mean**2, 0) / (n - 1))
-            t = mean / (sd / math.sqrt(n))
-            p = 2 * scipy_stats.t.sf(np.abs(t), n - 1) if two_sided else scipy_stats.t.sf(t, n - 1)
-            weighted = np.minimum(weighted, p / w)
-        self.null = np.sort(weighted)
+            t[:, k] = mean / (sd / math.sqrt(n))
+        yield t
 
-    def p_value(self, p_by_look: list[float]) -> float:
-        """The sequential p-value of the p's seen at the first len(p_by_look) looks (never below the plain p at one look)."""
-        observed = min(p / w for p, w in zip(p_by_look, self.weights))
-        if self.null is None:
-            return float(observed)
-        below = np.searchsorted(self.null, observed, side="right")
-        return float((below + 1) / (len(self.null) + 1))
 
-    def nominal(self, alpha: float, look: int) -> float:
-        """The plain p a look (0-based) must reach for the sequential p-value to be <= alpha."""
-        if self.null is None:
-            return alpha
-        allowed = math.floor(alpha * (len(self.null) + 1)) - 1  # null draws at or below the observed value
-        threshold = self.null[allowed] if allowed >= 0 else 0.0
-        return float(threshold * self.weights[look])
+def _two_sided(t, df):
+    return 2 * special.stdtr(df, -np.abs(t))
+
+
+class NullDistribution:
+    """The null distribution of a weighted minimum p: its sorted lowest 2% exactly, every 50th draw above."""
+
+    TAIL, THIN = 0.02, 50
+
+    def __init__(self, tail: np.ndarray, rest: np.ndarray, draws: int):
+        self.tail, self.rest, self.draws = tail, rest, draws
+
+    @classmethod
+    def from_draws(cls, values: np.ndarray) -> "NullDistribution":
+        values = np.sort(values)
+        cut = int(cls.TAIL * len(values))
+        return cls(values[:cut], values[cut :: cls.THIN], len(values))
+
+    def p_value(self, observed):
+        """P(null <= observed), counted conservatively: (count + sqrt(count) + 1) / (draws + 1), one standard error of the
+        count above it, so that the draws' own sampling error errs on the safe side; infinity (no look yet): 1."""
+        observed = np.asarray(observed, dtype=float)
+        count = np.searchsorted(self.tail, observed, side="right")
+        above = len(self.tail) + self.THIN * np.searchsorted(self.rest, observed, side="right")
+        count = np.where(observed > self.tail[-1], np.minimum(above, self.draws), count)
+        return np.where(np.isinf(observed), 1.0, np.minimum(1.0, (count + np.sqrt(count) + 1) / (self.draws + 1)))
+
+    def quantile(self, alpha: float) -> float:
+        """The largest weighted minimum p whose p-value is <= alpha (exact within the lowest 2%, to THIN draws above)."""
+        target = alpha * (self.draws + 1) - 1
+        if target < 0:
+            return 0.0
+        allowed = math.floor(((math.sqrt(1 + 4 * target) - 1) / 2) ** 2) - 1  # the count c with c + sqrt(c) <= target, as an index
+        if allowed < 0:
+            return 0.0
+        if allowed < len(self.tail):
+            return float(self.tail[allowed])
+        return float(self.rest[min((allowed - len(self.tail)) // self.THIN, len(self.rest) - 1)])
+
+
+def _cached(key: dict, draws: int, compute) -> NullDistribution:
+    name = hashlib.sha256(json.dumps({**key, "version": VERSION, "draws": draws}, sort_keys=True).encode()).hexdigest()[:20]
+    path = CACHE / f"{name}.npz"
+    try:
+        with np.load(path) as saved:
+            return NullDistribution(saved["tail"], saved["rest"], int(saved["draws"]))
+    except (OSError, KeyError, ValueError):
+        pass
+    made = compute()
+    try:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(partial, tail=made.tail, rest=made.rest, draws=made.draws)
+        partial.replace(path)
+    except OSError:
+        pass  # an unwritable cache costs the next process the same few seconds, nothing else
+    return made
+
+
+def efficacy_null(looks: tuple[int, ...], bounds: tuple[float, ...] | None) -> NullDistribution:
+    """The weighted minimum two-sided p over the looks a null path takes, stopped where |t| < bounds (None: never)."""
+    return _efficacy_null(looks, bounds, NULL_DRAWS)
 
 
 @functools.cache
-def boundary(looks: tuple[int, ...], two_sided: bool = True) -> Boundary:
-    return Boundary(looks, two_sided)
+def _efficacy_null(looks: tuple[int, ...], bounds: tuple[float, ...] | None, draws: int) -> NullDistribution:
+    def compute() -> NullDistribution:
+        w, found = weights(looks), []
+        for t in _t_paths(looks, 0.0, draws, NULL_SEED):
+            least, alive = np.full(len(t), np.inf), np.ones(len(t), dtype=bool)
+            for k, n in enumerate(looks):
+                least = np.where(alive, np.minimum(least, _two_sided(t[:, k], n - 1) / w[k]), least)
+                if bounds is not None and k < len(looks) - 1:
+                    alive &= np.abs(t[:, k]) >= bounds[k]
+            found.append(least)
+        return NullDistribution.from_draws(np.concatenate(found))
+
+    return _cached({"kind": "efficacy", "looks": looks, "power": WEIGHT_POWER, "bounds": bounds and [round(b, 9) for b in bounds]},
+                   draws, compute)
 
 
-# ----- one comparison, one family, stage by stage -----
+def tost_null(looks: tuple[int, ...]) -> NullDistribution:
+    """The weighted minimum one-sided p over every look (TOST's null at the margin), no stops."""
+    return _tost_null(looks, NULL_DRAWS)
+
+
+@functools.cache
+def _tost_null(looks: tuple[int, ...], draws: int) -> NullDistribution:
+    def compute() -> NullDistribution:
+        w, found = weights(looks), []
+        for t in _t_paths(looks, 0.0, draws, NULL_SEED + 1):
+            found.append(np.min(special.stdtr(np.array(looks) - 1, -t) / w, axis=1))
+        return NullDistribution.from_draws(np.concatenate(found))
+
+    return _cached({"kind": "tost", "looks": looks, "power": WEIGHT_POWER}, draws, compute)
+
+
+def final_z(looks: tuple[int, ...], cells: int, alpha: float = ALPHA) -> float:
+    """The normal quantile of the last look's nominal level at Holm's first step (alpha / cells), without stops."""
+    return float(scipy_stats.norm.isf(efficacy_null(looks, None).quantile(alpha / max(1, cells)) / 2))
+
+
+def conditional_power(t: float, n: int, looks: tuple[int, ...], theta: float, z_final: float) -> float:
+    """The chance that a true standardized change `theta` (change / SD) takes t at n seeds past the last look's bound."""
+    big = looks[-1]
+    if n >= big:
+        return float(abs(t) >= z_final)
+    return float(scipy_stats.norm.cdf((abs(t) * math.sqrt(n) + theta * (big - n) - z_final * math.sqrt(big)) / math.sqrt(big - n)))
+
+
+@functools.cache
+def futility_bounds(looks: tuple[int, ...], theta: float, cells: int, alpha: float = ALPHA) -> tuple[float, ...]:
+    """Per look, the |t| below which a cell stops for futility (the last look: 0, it ends there anyway)."""
+    big, k_last = looks[-1], len(looks) - 1
+    spent = np.zeros(len(looks))
+    paths = np.concatenate(list(_t_paths(looks, theta, PLAN_DRAWS, PLAN_SEED)))
+    alive = np.ones(len(paths), dtype=bool)
+    for k in range(k_last):
+        share = FUTILITY_BETA * (looks[k] - (looks[k - 1] if k else 0)) / big
+        stop = int(round(share * len(paths)))
+        if stop:
+            spent[k] = np.sort(np.abs(paths[alive, k]))[stop - 1]
+            alive &= np.abs(paths[:, k]) > spent[k]
+    z_final, z_floor = final_z(looks, cells, alpha), scipy_stats.norm.ppf(CP_FLOOR)
+    bounds = []
+    for k, n in enumerate(looks):
+        if k == k_last:
+            bounds.append(0.0)
+            continue
+        cp = (z_final * math.sqrt(big) - theta * (big - n) + z_floor * math.sqrt(big - n)) / math.sqrt(n) if k >= 1 else 0.0
+        bounds.append(float(max(spent[k], cp, 0.0)))
+    return tuple(bounds)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a table's decisions depend on besides its data."""
+
+    design: SeedsDesign
+    effect: float  # points: the smallest difference worth reporting
+    margin: float  # points: equivalence within +-margin
+    cells: int  # the family: Holm's m, fixed by the study's cells (a combined cell counts when the study can have one)
+    alpha: float = ALPHA
+
+    @property
+    def looks(self) -> tuple[int, ...]:
+        return self.design.looks()
+
+    @property
+    def theta(self) -> float:
+        return self.effect / self.design.sd
+
+    def bounds(self) -> tuple[float, ...]:
+        return futility_bounds(self.looks, round(self.theta, 9), self.cells, self.alpha)
+
+    def efficacy(self) -> NullDistribution:
+        return efficacy_null(self.looks, self.bounds())
+
+    def nominal(self, level: float, look: int, binding: bool = True) -> float:
+        """The plain p look `look` (0-based) must reach for the sequential p-value to be <= level."""
+        null = self.efficacy() if binding else efficacy_null(self.looks, None)
+        return null.quantile(level) * float(weights(self.looks)[look])
+
+
+# ----- the rule on many tables at once -----
+
+OPEN, BETTER, WORSE, EQUIVALENT, IDENTICAL, FUTILE, UNDECIDED = range(7)
+VERDICTS = ("open", "better", "worse", "equivalent", "identical", "futile", "undecided")
+DECIDED = ("better", "worse", "equivalent", "identical")
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values along the last axis."""
+    m = p.shape[-1]
+    order = np.argsort(p, axis=-1)
+    ranked = np.take_along_axis(p, order, axis=-1) * (m - np.arange(m))
+    adjusted = np.minimum(1.0, np.maximum.accumulate(ranked, axis=-1))
+    out = np.empty_like(adjusted)
+    np.put_along_axis(out, order, adjusted, axis=-1)
+    return out
+
+
+@dataclass
+class Replayed:
+    """The rule's outcome per (table, cell), and how far each table got."""
+
+    verdict: np.ndarray  # codes (OPEN ...)
+    stage: np.ndarray  # the stage that decided or stopped it; 0: none
+    n: np.ndarray  # paired seeds at its last look (0: none yet)
+    mean: np.ndarray  # mean difference at that look
+    t: np.ndarray
+    q: np.ndarray  # sequential p-value (efficacy)
+    q_holm: np.ndarray
+    q_tost: np.ndarray
+    q_tost_holm: np.ndarray
+    stages_done: np.ndarray  # (tables,)
+    running: np.ndarray  # still getting seeds
+    least: np.ndarray  # weighted minimum p so far (inf: no look yet)
+
+
+def _look_stats(sums, squares, n, margin):
+    """Mean, t, two-sided p and TOST p of differences whose first n sum and square-sum are given (n >= 2)."""
+    mean = sums / n
+    sd = np.sqrt(np.maximum(squares - n * mean**2, 0) / np.maximum(n - 1, 1))
+    se = sd / np.sqrt(n)
+    df = np.maximum(n - 1, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, mean / se, np.where(mean == 0, 0.0, np.sign(mean) * np.inf))
+        p = np.where(se > 0, _two_sided(t, df), np.where(mean == 0, 1.0, 0.0))
+        lower = special.stdtr(df, -(mean + margin) / se)  # H0: mean <= -margin
+        upper = special.stdtr(df, (mean - margin) / se)  # H0: mean >= +margin
+        p_tost = np.where(se > 0, np.maximum(lower, upper), np.where(np.abs(mean) < margin, 0.0, 1.0))
+    return mean, t, p, p_tost
+
+
+def replay(rule: Rule, diffs: np.ndarray, have: np.ndarray, identical_through: np.ndarray, lag: np.ndarray,
+           running: np.ndarray | None = None) -> Replayed:
+    """The rule, stage by stage, on (tables, cells, seeds) differences in points.
+
+    have (cells,): paired seeds at hand per cell (later entries of `diffs` are ignored); identical_through
+    (tables, cells): how many leading seeds made the baseline's very predictions; lag (cells,): stages a
+    cell starts late (the combined cell: 1); running (tables, cells): cells in the design at all (default all).
+    A table stops at the first stage some running cell lacks seeds for.
+    """
+    tables, cells, _ = diffs.shape
+    looks, w, bounds = np.array(rule.looks), weights(rule.looks), rule.bounds()
+    efficacy, tost = rule.efficacy(), tost_null(rule.looks)
+    k_last = len(looks) - 1
+    sums, squares = np.cumsum(np.nan_to_num(diffs), axis=2), np.cumsum(np.nan_to_num(diffs) ** 2, axis=2)
+    shape = (tables, cells)
+    verdict, stage, n = np.zeros(shape, int), np.zeros(shape, int), np.zeros(shape, int)
+    mean, t = np.zeros(shape), np.zeros(shape)
+    least, least_tost = np.full(shape, np.inf), np.full(shape, np.inf)
+    q, q_holm, q_tost, q_tost_holm = (np.ones(shape) for _ in range(4))
+    running = np.ones(shape, dtype=bool) if running is None else running.copy()
+    waiting = np.zeros(tables, dtype=bool)  # a stage without all its seeds: the table waits there
+    stages_done = np.zeros(tables, int)
+    for s in range(1, len(looks) + int(lag.max(initial=0)) + 1):
+        k = s - 1 - lag
+        looking = (k >= 0) & (k <= k_last)
+        need = np.where(looking, looks[np.clip(k, 0, k_last)], 0)
+        due = running & looking[None, :] & ~waiting[:, None]
+        waiting |= (due & (have < need)[None, :]).any(axis=1)
+        due &= ~waiting[:, None]
+        if not due.any():
+            continue
+        index = np.broadcast_to(np.clip(need - 1, 0, diffs.shape[2] - 1)[None, :, None], (tables, cells, 1))
+        total, square = (np.take_along_axis(a, index, axis=2)[..., 0] for a in (sums, squares))
+        m, tk, p, p_tost = _look_stats(total, square, np.maximum(need, 1)[None, :], rule.margin)
+        kk = np.clip(k, 0, k_last)
+        n, mean, t = np.where(due, need, n), np.where(due, m, mean), np.where(due, tk, t)
+        least = np.where(due, np.minimum(least, p / w[kk]), least)
+        least_tost = np.where(due, np.minimum(least_tost, p_tost / w[kk]), least_tost)
+        same = due & (identical_through >= need[None, :])
+        verdict[same], stage[same] = IDENTICAL, s
+        running &= ~same
+        took = due.any(axis=1)
+        live = ~waiting & took
+        q_now, q_tost_now = efficacy.p_value(least), tost.p_value(least_tost)
+        holm_now, tost_holm_now = holm(q_now), holm(q_tost_now)
+        for target, value in ((q, q_now), (q_holm, holm_now), (q_tost, q_tost_now), (q_tost_holm, tost_holm_now)):
+            target[live] = value[live]
+        candidates = running & live[:, None]
+        equivalent = candidates & (q_tost_holm < rule.alpha)
+        rejected = candidates & ~equivalent & (q_holm < rule.alpha)
+        verdict[equivalent] = EQUIVALENT
+        verdict[rejected] = np.where(mean[rejected] > 0, BETTER, WORSE)
+        stage[equivalent | rejected] = s
+        running &= ~(equivalent | rejected)
+        futile = due & running & (k < k_last)[None, :] & (np.abs(t) < np.array(bounds)[kk][None, :])
+        ended = due & running & (k == k_last)[None, :]
+        verdict[futile], verdict[ended] = FUTILE, UNDECIDED
+        stage[futile | ended] = s
+        running &= ~(futile | ended)
+        stages_done[live] = s
+    return Replayed(verdict, stage, n, mean, t, q, q_holm, q_tost, q_tost_holm, stages_done, running, least)
+
+
+def rci_bounds(rule: Rule, diffs: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Repeated 95% intervals of (tables, cells) comparisons at their last looks n (NaN where n < 2)."""
+    looks = np.array(rule.looks)
+    k = np.clip(np.searchsorted(looks, n), 0, len(looks) - 1)
+    nominal = efficacy_null(rule.looks, None).quantile(rule.alpha) * weights(rule.looks)[k]
+    index = np.clip(n - 1, 0, diffs.shape[2] - 1)[..., None]
+    clean = np.nan_to_num(diffs)
+    total = np.take_along_axis(np.cumsum(clean, axis=2), index, axis=2)[..., 0]
+    squares = np.take_along_axis(np.cumsum(clean**2, axis=2), index, axis=2)[..., 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = total / n
+        sd = np.sqrt(np.maximum(squares - n * mean**2, 0) / (n - 1))
+        half = scipy_stats.t.ppf(1 - nominal / 2, n - 1) * sd / np.sqrt(n)
+    ok = n >= 2
+    return np.where(ok, mean - half, np.nan), np.where(ok, mean + half, np.nan)
+
+
+# ----- one table: decisions with their reasons -----
 
 
 @dataclass
@@ -119,14 +422,15 @@ class Comparison:
     name: str
     diffs: list[float]  # points
     identical: list[bool]  # same prediction on every test image for that seed
-    reference: float | None = None  # the study's published difference, points
+    lag: int = 0  # stages it starts late: the combined cell, tested on the seeds after the first stage's
+    planned: bool = True  # False: in the family, but not run (a combination validation did not choose)
 
 
 @dataclass
 class Decision:
     """What the rule says of one comparison after the stages its data complete."""
 
-    verdict: str  # better, worse, equivalent, identical, futile, undecided, inconclusive, open, too few seeds
+    verdict: str  # better, worse, equivalent, identical, futile, undecided, inconclusive, open, not run, too few seeds
     stage: int | None = None  # the stage that decided or stopped it
     n: int = 0  # paired seeds at its last look
     q: float | None = None  # sequential p-value (with one look: the plain p)
@@ -134,14 +438,10 @@ class Decision:
     q_tost: float | None = None  # the same for equivalence within the margin
     q_tost_holm: float | None = None
     rci: tuple[float, float] | None = None  # 95% repeated confidence interval at its last look
-    seeds_needed: int | None = None  # paired seeds for an 80%-power decision either way; None: more than MOST_SEEDS
-    seeds_needed_detect: int | None = None  # ... to show the observed difference
-    seeds_needed_reference: int | None = None  # ... to show the study's published difference
-    seeds_needed_equivalent: int | None = None  # ... to show equivalence were the true difference zero
+    seeds_needed: int | None = None  # the first look with 80% power at +-effect for its observed SD; None: none within the design
+    chance: float | None = None  # conditional power at +-effect from its last look (planned SD), open and futile cells
+    least: float = math.inf  # its weighted minimum p over the looks so far
     reason: str = ""  # why it stopped, or what it waits for
-
-
-DECIDED = ("better", "worse", "equivalent", "identical")
 
 
 @dataclass
@@ -149,9 +449,13 @@ class Outcome:
     """The family after the stages the data complete: a decision per comparison and what comes next."""
 
     decisions: dict[str, Decision]
-    design: SeedsDesign | None
+    rule: Rule | None
     stages_done: int  # complete stages (a fixed design: 1 once every cell has its seeds)
-    next_seeds: int | None  # paired seeds the open cells need by the end of the next stage; None: nothing to run
+    next_looks: dict[str, int] = field(default_factory=dict)  # open cell -> paired seeds it needs by the end of the next stage
+
+    @property
+    def design(self) -> SeedsDesign | None:
+        return self.rule.design if self.rule else None
 
     @property
     def open_cells(self) -> list[str]:
@@ -166,155 +470,165 @@ def rci(diffs: list[float], nominal: float) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def _least(*counts: int | None) -> int | None:
-    found = [x for x in counts if x is not None]
-    return min(found) if found else None
+def seeds_for_effect(rule: Rule, sd: float, look: int, level: float) -> int | None:
+    """The first look from `look` (0-based) on whose test at its nominal level has 80% power at +-effect; None if none."""
+    for k in range(look, len(rule.looks)):
+        n = rule.looks[k]
+        if float(stats.power_paired_t(np.array([n]), rule.effect, sd, rule.nominal(level, k))[0]) >= POWER:
+            return n
+    return None
 
 
-class _Family:
-    """The comparisons of one table, looked at stage by stage."""
-
-    def __init__(self, comparisons: list[Comparison], looks_of: dict[str, tuple[int, ...]], margin: float, alpha: float):
-        self.by_name = {c.name: c for c in comparisons}
-        self.looks_of, self.margin, self.alpha = looks_of, margin, alpha
-        self.decisions = {c.name: Decision("open") for c in comparisons}
-        self.p_seen: dict[str, list[float]] = {c.name: [] for c in comparisons}
-        self.tost_seen: dict[str, list[float]] = {c.name: [] for c in comparisons}
-
-    def look(self, name: str, n: int, stage: int) -> None:
-        """Cell `name` takes its look at its first n paired seeds."""
-        paired = stats.paired_t(self.by_name[name].diffs[:n], self.margin)
-        self.p_seen[name].append(paired.p)
-        self.tost_seen[name].append(paired.p_tost)
-        d = self.decisions[name]
-        d.n = n
-        if all(self.by_name[name].identical[:n]):
-            d.verdict, d.stage, d.reason = "identical", stage, "the same prediction on every test image for every seed"
-
-    def test(self, stage: int) -> None:
-        """Holm over the family on the sequential p-values; a verdict once given stays."""
-        names = [n for n in self.decisions if self.p_seen[n]]
-        q = [boundary(self.looks_of[n], True).p_value(self.p_seen[n]) for n in names]
-        q_tost = [boundary(self.looks_of[n], False).p_value(self.tost_seen[n]) for n in names]
-        for name, qi, qh, qt, qth in zip(names, q, stats.holm(q), q_tost, stats.holm(q_tost)):
-            d = self.decisions[name]
-            d.q, d.q_holm, d.q_tost, d.q_tost_holm = qi, qh, qt, qth
-            if d.verdict in DECIDED:
-                continue
-            if qth < self.alpha:
-                d.verdict, d.stage, d.reason = "equivalent", stage, f"within ±{self.margin:g} points"
-            elif qh < self.alpha:
-                mean = sum(self.by_name[name].diffs[: d.n]) / d.n
-                d.verdict, d.stage, d.reason = ("better" if mean > 0 else "worse"), stage, ""
-
-    def seeds_needed(self, name: str) -> None:
-        """Paired seeds at which the design's last look would have 80% power, at the level this cell now faces."""
-        d, c = self.decisions[name], self.by_name[name]
-        looks = self.looks_of[name]
-        mean, sd = stats.mean_std(c.diffs[: d.n])
-        m = len(self.decisions)
-        rejected = sum(x.verdict in ("better", "worse") for x in self.decisions.values())
-        shown = sum(x.verdict == "equivalent" for x in self.decisions.values())
-        detect = boundary(looks, True).nominal(self.alpha / max(1, m - rejected), len(looks) - 1)
-        equivalent = boundary(looks, False).nominal(self.alpha / max(1, m - shown), len(looks) - 1)
-        d.seeds_needed_detect = stats.seeds_for_power(lambda n: stats.power_paired_t(n, mean, sd, detect)) if mean else None
-        d.seeds_needed_reference = stats.seeds_for_power(lambda n: stats.power_paired_t(n, c.reference, sd, detect)) if c.reference else None
-        d.seeds_needed_equivalent = stats.seeds_for_power(lambda n: stats.power_tost(n, sd, self.margin, equivalent))
-        d.seeds_needed = _least(d.seeds_needed_detect, d.seeds_needed_equivalent)
-
-    def intervals(self) -> None:
-        for name, d in self.decisions.items():
-            if self.p_seen[name]:
-                looks = self.looks_of[name]
-                d.rci = rci(self.by_name[name].diffs[: d.n], boundary(looks, True).nominal(self.alpha, len(self.p_seen[name]) - 1))
-
-
-def decide(comparisons: list[Comparison], design: SeedsDesign | None, margin: float, alpha: float = ALPHA,
+def decide(comparisons: list[Comparison], design: SeedsDesign | None, margin: float, effect: float = 0.5, alpha: float = ALPHA,
            stopping: bool = True) -> Outcome:
     """Replay the design stage by stage on the data at hand; a fixed design is one look at every seed.
 
-    `stopping=False` (secondary comparisons): each comparison takes every look its seeds reach, and only
-    a verdict (or none: inconclusive) comes out; nothing is futile or open.
+    `stopping=False` (secondary comparisons): each comparison takes every look its seeds reach with the
+    null without futility stops, and only a verdict (or none: inconclusive) comes out.
     """
     if design is None:
-        return _fixed(comparisons, margin, alpha)
+        return _fixed(comparisons, margin, effect, alpha)
+    rule = Rule(design, effect, margin, len(comparisons), alpha)
     if not stopping:
-        return _read_only(comparisons, design, margin, alpha)
-    looks = design.looks()
-    family = _Family(comparisons, {c.name: looks for c in comparisons}, margin, alpha)
-    running = [c.name for c in comparisons]  # cells still getting seeds
-    done = 0
-    for k, n in enumerate(looks):
-        if not running or any(len(family.by_name[name].diffs) < n for name in running):
-            break  # this stage is not complete yet (or nothing is left to run)
-        done = k + 1
-        for name in running:
-            family.look(name, n, done)
-        family.test(done)
-        for name in list(running):
-            d = family.decisions[name]
-            if d.verdict in DECIDED:
-                running.remove(name)
-                continue
-            family.seeds_needed(name)
-            if n == looks[-1]:
-                d.verdict, d.stage, d.reason = "undecided", done, f"reached max ({design.max} seeds) without a verdict"
-                running.remove(name)
-            elif d.seeds_needed is None or d.seeds_needed > design.max:
-                count = d.seeds_needed or f"more than {MOST_SEEDS}"
-                d.verdict, d.stage = "futile", done
-                d.reason = f"80% power either way needs {count} seeds, more than max ({design.max})"
-                running.remove(name)
-    for name in running:  # the same predictions as the baseline is a fact, not a test: shown before its stage ends
-        c = family.by_name[name]
-        if family.decisions[name].verdict == "open" and len(c.diffs) >= looks[done if done < len(looks) else -1] and all(c.identical):
-            family.look(name, len(c.diffs), done + 1)
-    family.intervals()
-    next_seeds = None
-    if running and done < len(looks):
-        next_seeds = looks[done]
-        for name in running:
-            if family.decisions[name].verdict == "open":
-                have = len(family.by_name[name].diffs)
-                family.decisions[name].reason = f"stage {done + 1} runs it to {next_seeds} seeds ({have} so far)"
-    return Outcome(family.decisions, design, done, next_seeds)
+        return _read_only(comparisons, rule)
+    width = max([1, *(len(c.diffs) for c in comparisons)])
+    diffs = np.full((1, len(comparisons), width), np.nan)
+    for i, c in enumerate(comparisons):
+        diffs[0, i, : len(c.diffs)] = c.diffs
+    have = np.array([len(c.diffs) for c in comparisons])
+    identical = np.array([[next((j for j, same in enumerate(c.identical) if not same), len(c.identical)) for c in comparisons]])
+    planned = np.array([[c.planned for c in comparisons]])
+    done = replay(rule, diffs, have, identical, np.array([c.lag for c in comparisons]), planned)
+    stages_done = int(done.stages_done[0])
+    decisions, next_looks = {}, {}
+    for i, c in enumerate(comparisons):
+        if not c.planned:
+            decisions[c.name] = Decision("not run", reason="validation chose no combination of two or more levels")
+            continue
+        d = _decision(rule, done, i, c)
+        decisions[c.name] = d
+        if d.verdict == "open":
+            _open(rule, c, d, stages_done, next_looks)
+            if c.diffs and len(c.diffs) >= next_looks[c.name] and all(c.identical):  # a fact, not a test: no need to wait for the stage
+                decisions[c.name] = Decision("identical", stages_done + 1, len(c.diffs), reason="the same prediction on every test image for every seed")
+                del next_looks[c.name]
+    return Outcome(decisions, rule, stages_done, next_looks)
 
 
-def _fixed(comparisons: list[Comparison], margin: float, alpha: float) -> Outcome:
+def _decision(rule: Rule, done: Replayed, i: int, c: Comparison) -> Decision:
+    code, n = int(done.verdict[0, i]), int(done.n[0, i])
+    d = Decision(VERDICTS[code], int(done.stage[0, i]) or None, n, least=float(done.least[0, i]))
+    if n:
+        d.q, d.q_holm = float(done.q[0, i]), float(done.q_holm[0, i])
+        d.q_tost, d.q_tost_holm = float(done.q_tost[0, i]), float(done.q_tost_holm[0, i])
+        look = rule.looks.index(n)
+        if n >= 2:
+            d.rci = rci(c.diffs[:n], rule.nominal(rule.alpha, look, binding=False))
+    if code == IDENTICAL:
+        d.reason = "the same prediction on every test image for every seed"
+    elif code == EQUIVALENT:
+        d.reason = f"within ±{rule.margin:g} points"
+    elif code in (FUTILE, UNDECIDED) or (code == OPEN and n):
+        _power_note(rule, done, i, c, d)
+    return d
+
+
+def _power_note(rule: Rule, done: Replayed, i: int, c: Comparison, d: Decision) -> None:
+    """Seeds needed and conditional power for a cell without a verdict, and the futility reason in plain words."""
+    look = rule.looks.index(d.n)
+    _, sd = stats.mean_std(c.diffs[: d.n])
+    level = rule.alpha / max(1, rule.cells - int(np.isin(done.verdict[0], (BETTER, WORSE)).sum()))
+    d.seeds_needed = seeds_for_effect(rule, sd, look, level) if sd == sd else None
+    t = float(done.t[0, i])
+    d.chance = conditional_power(t, d.n, rule.looks, rule.theta, final_z(rule.looks, rule.cells, rule.alpha))
+    if d.verdict == "futile":
+        d.reason = (f"a true change of ±{rule.effect:g} points would be shown with about {d.chance:.0%} chance from here "
+                    f"(|t| {abs(t):.2f} below the bound {rule.bounds()[look]:.2f} at {d.n} seeds, planned for SD {rule.design.sd:g})")
+    elif d.verdict == "undecided":
+        d.reason = f"reached max ({rule.design.max} seeds) without a verdict"
+
+
+def _open(rule: Rule, c: Comparison, d: Decision, stages_done: int, next_looks: dict[str, int]) -> None:
+    k = stages_done - c.lag  # its look at the next stage (0-based)
+    if k < 0:
+        d.reason = "chosen on validation once the first stage is complete, then tested on the seeds after the first stage's"
+        return
+    target = rule.looks[min(k, len(rule.looks) - 1)]
+    next_looks[c.name] = target
+    fresh = " after the first stage's" if c.lag else ""
+    if len(c.diffs) >= target:
+        d.reason = (f"its look at {target} seeds{fresh} comes with stage {stages_done + 1} ({len(c.diffs)} in), once every open "
+                    "cell has its seeds")
+    else:
+        d.reason = f"stage {stages_done + 1} runs it to {target} seeds{fresh} ({len(c.diffs)} so far)"
+
+
+def _fixed(comparisons: list[Comparison], margin: float, effect: float, alpha: float) -> Outcome:
     """One look per cell at all its paired seeds: plain p, Holm, no stopping."""
-    tested = [c for c in comparisons if len(c.diffs) >= stats.MIN_SEEDS]
-    family = _Family(tested, {c.name: (len(c.diffs),) for c in tested}, margin, alpha)
-    for c in tested:
-        family.look(c.name, len(c.diffs), 1)
-    family.test(1)
-    for name, d in family.decisions.items():
-        if d.verdict not in DECIDED:
-            family.seeds_needed(name)
-            d.verdict, d.reason = "inconclusive", ""
-    family.intervals()
+    tested = [c for c in comparisons if len(c.diffs) >= stats.MIN_SEEDS and c.planned]
+    plain = [stats.paired_t(c.diffs, margin) for c in tested]
+    q_holm, q_tost_holm = stats.holm([x.p for x in plain]), stats.holm([x.p_tost for x in plain])
     decisions = {}
+    rejected = sum(h < alpha for h in q_holm)
+    for c, x, qh, qth in zip(tested, plain, q_holm, q_tost_holm):
+        d = Decision("inconclusive", 1, len(c.diffs), x.p, qh, x.p_tost, qth, (x.ci_low, x.ci_high))
+        if all(c.identical):
+            d.verdict, d.reason = "identical", "the same prediction on every test image for every seed"
+        elif qth < alpha:
+            d.verdict, d.reason = "equivalent", f"within ±{margin:g} points"
+        elif qh < alpha:
+            d.verdict = "better" if x.diff > 0 else "worse"
+        else:
+            d.seeds_needed = _fixed_seeds(effect, x.sd, alpha / max(1, len(tested) - rejected))
+        decisions[c.name] = d
     for c in comparisons:
-        if c.name in family.decisions:
-            decisions[c.name] = family.decisions[c.name]
+        if c.name in decisions:
+            continue
+        if not c.planned:
+            decisions[c.name] = Decision("not run", reason="validation chose no combination of two or more levels")
         elif c.diffs and all(c.identical):
             decisions[c.name] = Decision("identical", n=len(c.diffs), reason="the same prediction on every test image for every seed")
         else:
             decisions[c.name] = Decision("too few seeds", n=len(c.diffs), reason=f"fewer than {stats.MIN_SEEDS} paired seeds")
-    return Outcome(decisions, None, 1, None)
+    return Outcome(decisions, None, 1)
 
 
-def _read_only(comparisons: list[Comparison], design: SeedsDesign, margin: float, alpha: float) -> Outcome:
-    looks = design.looks()
-    family = _Family(comparisons, {c.name: looks for c in comparisons}, margin, alpha)
+def _fixed_seeds(effect: float, sd: float, level: float) -> int | None:
+    return stats.seeds_for_power(lambda n: stats.power_paired_t(n, effect, sd, level), most=MOST_SEEDS)
+
+
+def _read_only(comparisons: list[Comparison], rule: Rule) -> Outcome:
+    """Every look each comparison's seeds reach, the null without stops, Holm at each look; verdicts only."""
+    looks, w = rule.looks, weights(rule.looks)
+    efficacy, tost = efficacy_null(looks, None), tost_null(looks)
+    least = {c.name: math.inf for c in comparisons}
+    least_tost = dict(least)
+    decisions = {c.name: Decision("too few seeds") for c in comparisons}
     for k, n in enumerate(looks):
-        due = [c.name for c in comparisons if len(c.diffs) >= n and family.decisions[c.name].verdict == "open"]
+        due = [c for c in comparisons if len(c.diffs) >= n and decisions[c.name].verdict not in DECIDED]
         if not due:
             break
-        for name in due:
-            family.look(name, n, k + 1)
-        family.test(k + 1)
-    for d in family.decisions.values():
+        for c in due:
+            x = stats.paired_t(c.diffs[:n], rule.margin)
+            least[c.name], least_tost[c.name] = min(least[c.name], x.p / w[k]), min(least_tost[c.name], x.p_tost / w[k])
+            decisions[c.name].n = n
+        names = [c.name for c in comparisons if decisions[c.name].n]
+        q = efficacy.p_value([least[x] for x in names])
+        q_tost = tost.p_value([least_tost[x] for x in names])
+        for name, qi, qh, qt, qth in zip(names, q, stats.holm(list(q)), q_tost, stats.holm(list(q_tost))):
+            d = decisions[name]
+            d.q, d.q_holm, d.q_tost, d.q_tost_holm = float(qi), float(qh), float(qt), float(qth)
+            if d.verdict in DECIDED:
+                continue
+            c = next(x for x in comparisons if x.name == name)
+            if qth < rule.alpha:
+                d.verdict, d.stage, d.reason = "equivalent", k + 1, f"within ±{rule.margin:g} points"
+            elif qh < rule.alpha:
+                d.verdict, d.stage = ("better" if sum(c.diffs[: d.n]) > 0 else "worse"), k + 1
+    for c in comparisons:
+        d = decisions[c.name]
+        if d.n >= 2:
+            d.rci = rci(c.diffs[: d.n], rule.nominal(rule.alpha, looks.index(d.n), binding=False))
         if d.verdict not in DECIDED:
-            d.verdict, d.stage = ("inconclusive", None) if d.n else ("too few seeds", None)
-    family.intervals()
-    return Outcome(family.decisions, design, 0, None)
+            d.verdict = "inconclusive" if d.n else "too few seeds"
+    return Outcome(decisions, rule, 0)

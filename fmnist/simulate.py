@@ -1,13 +1,14 @@
 """Simulated studies, for checking that a verdict means what it says (tests/test_stats.py,
-tests/test_sequential.py, scripts/null_simulation.py, scripts/sequential_simulation.py).
+tests/test_sequential.py, scripts/null_simulation.py, scripts/sequential_simulation.py, python -m fmnist.plan).
 
 The image model: image i in run r is right when OFFSET + z_i + shift_r + e_ir > 0. Image difficulty z
 is shared by every run (hard images stay hard); each run adds its own per-image churn e and a
 seed-level shift; a cell's shift differs from its baseline's (same seed) by its mean effect plus a
-seed-to-seed draw. `simulate_null_studies` draws every image; `simulate_tables` draws each run's
-accuracy from the same model at once (given the images, a run's number of right answers is a sum of
-independent coin flips, so its accuracy is normal with the model's mean and per-image variance),
-which is fast enough for thousands of whole sequential studies.
+seed-to-seed draw. `simulate_null_studies` draws every image. For whole sequential studies, thousands
+of tables at once, `TableModel` draws the per-seed differences themselves: normal, with each cell's
+mean and SD (given the images, a run's number of right answers is a sum of independent coin flips, so
+its accuracy is normal), sharing the baseline run's own noise; `operate` runs the rule on them and
+`operate_fixed` the fixed design it is judged against.
 """
 
 import math
@@ -61,69 +62,103 @@ def churn_sd_points(images: int = IMAGES) -> float:
     return 100 * math.sqrt(float(np.mean(p * (1 - p))) / images)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TableModel:
-    """A table of cells against one baseline: each cell's mean effect and the seed-to-seed SD of effects (points)."""
+    """A table of cells against one baseline: each cell's true mean difference and the SD of its per-seed differences (points).
+
+    A seed's differences share the baseline run's own noise (SD `shared`, at most a cell's SD / sqrt 2); the rest is the
+    cell's. `identical` cells always make the baseline's predictions (NLL beside cross-entropy); `lag` cells start a stage
+    late (the combined cell, tested on fresh seeds); `reading` cells are read from the baseline's own run (a shorter schedule),
+    so they cost no runs of their own.
+    """
 
     effects: tuple[float, ...]
-    effect_sd: float
-    seeds: int = 10
+    sds: tuple[float, ...]
+    identical: tuple[bool, ...] = ()
+    lag: tuple[int, ...] = ()
+    reading: tuple[bool, ...] = ()
+    shared: float = 0.19  # about churn_sd_points(): one run's spread from per-image churn
 
-    def draw(self, rng: np.random.Generator) -> np.ndarray:
-        """(cells, seeds) per-seed differences cell - baseline, in points; cells share each seed's baseline run."""
-        churn = churn_sd_points()
-        cells = len(self.effects)
-        base = churn * rng.standard_normal(self.seeds)  # the seed's shift cancels in every difference
-        effect = np.asarray(self.effects)[:, None] + self.effect_sd * rng.standard_normal((cells, self.seeds))
-        cell = effect + churn * rng.standard_normal((cells, self.seeds))
-        return cell - base[None, :]
+    def flags(self, values: tuple, default) -> np.ndarray:
+        return np.array(values or (default,) * len(self.effects))
 
-
-def simulate_tables(model: TableModel, tables: int, rng_seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(rng_seed)
-    return [model.draw(rng) for _ in range(tables)]
-
-
-# ----- the whole sequential procedure on simulated tables -----
+    def draw(self, rng: np.random.Generator, tables: int, seeds: int) -> np.ndarray:
+        """(tables, cells, seeds) per-seed differences, cell minus baseline."""
+        sds = np.asarray(self.sds, dtype=float)
+        common = np.minimum(self.shared, sds / math.sqrt(2))
+        own = np.sqrt(np.maximum(sds**2 - common**2, 0))
+        base = rng.standard_normal((tables, 1, seeds))
+        noise = rng.standard_normal((tables, len(sds), seeds))
+        diffs = np.asarray(self.effects)[None, :, None] + common[None, :, None] * base + own[None, :, None] * noise
+        return np.where(self.flags(self.identical, False)[None, :, None], 0.0, diffs)
 
 
 @dataclass
-class Tally:
-    """What the design did over many simulated tables of one model."""
+class Operating:
+    """What a design did over many simulated tables of one model."""
 
     tables: int
-    any_false_call: float  # share of tables with a better/worse on a cell whose true difference is zero
+    power: np.ndarray  # per cell: called better/worse in its true direction
+    false_call: float  # share of tables with a better/worse on a cell whose true difference is zero
     false_equivalent: float  # share of cells at exactly +-margin called equivalent
-    coverage: float  # share of cells whose printed repeated CI holds the true difference
-    power: float  # share of cells with a real effect called better/worse in the right direction
-    seeds_per_cell: float  # mean paired seeds a cell received
-    runs: float  # mean training runs per table: each cell's seeds plus the baseline's
+    coverage: float  # share of cells whose repeated (or plain) 95% CI holds the true difference
+    seeds: np.ndarray  # per cell: mean paired seeds it received
+    runs: float  # mean training runs per table: the cells' own and the baseline's
+    runs_most: int  # the most any table took
+
+    def power_over(self, cells: np.ndarray) -> float:
+        return float(self.power[cells].mean()) if cells.any() else float("nan")
 
 
-def tally(model: TableModel, tables: int, design, margin: float, rng_seed: int = 0) -> Tally:
-    """Run the design (a `SeedsDesign`, or None for one fixed look at `model.seeds`) on simulated tables."""
-    from fmnist.sequential import Comparison, decide
+def runs_of(model: TableModel, seeds: np.ndarray, first: int) -> np.ndarray:
+    """Runs per table: every cell's seeds but readings of the baseline's run, plus the baseline's (as far as any cell goes)."""
+    lag = model.flags(model.lag, 0)
+    baseline = np.max(np.where(seeds > 0, seeds + lag[None, :] * first, 0), axis=1)
+    own = np.where(model.flags(model.reading, False)[None, :], 0, seeds).sum(axis=1)
+    return own + baseline
 
+
+def operate(rule, model: TableModel, tables: int, rng_seed: int = 0) -> Operating:
+    """The sequential rule (fmnist.sequential.replay) on `tables` simulated tables."""
+    from fmnist.sequential import BETTER, EQUIVALENT, WORSE, rci_bounds, replay
+
+    seeds = rule.design.max
+    diffs = model.draw(np.random.default_rng(rng_seed), tables, seeds)
+    identical = np.where(model.flags(model.identical, False)[None, :], seeds, 0) * np.ones((tables, 1), int)
+    done = replay(rule, diffs, np.full(len(model.effects), seeds), identical, model.flags(model.lag, 0))
+    low, high = rci_bounds(rule, diffs, done.n)
+    return _tally(model, done.verdict, BETTER, WORSE, EQUIVALENT, low, high, done.n, runs_of(model, done.n, rule.design.first), rule.margin)
+
+
+def operate_fixed(model: TableModel, seeds: int, tables: int, margin: float, rng_seed: int = 0, alpha: float = 0.05,
+                  first: int = 0) -> Operating:
+    """The fixed design: every cell `seeds` seeds, one paired t-test each, Holm; the same simulated tables as `operate`.
+    A lagged (combined) cell chosen on the first `first` seeds runs the `seeds` after them, the baseline with it."""
+    from fmnist.sequential import BETTER, EQUIVALENT, WORSE, _look_stats, holm
+
+    diffs = model.draw(np.random.default_rng(rng_seed), tables, seeds)
+    n = np.full(diffs.shape[:2], seeds)
+    mean, _, p, p_tost = _look_stats(diffs.sum(axis=2), (diffs**2).sum(axis=2), np.full(diffs.shape[1], seeds)[None, :], margin)
+    same = model.flags(model.identical, False)[None, :] & np.ones(n.shape, bool)
+    verdict = np.where(holm(p_tost) < alpha, EQUIVALENT, np.where(holm(p) < alpha, np.where(mean > 0, BETTER, WORSE), 0))
+    verdict = np.where(same, -1, verdict)
+    sd = diffs.std(axis=2, ddof=1)
+    half = scipy_stats.t.ppf(1 - alpha / 2, seeds - 1) * sd / math.sqrt(seeds)
+    return _tally(model, verdict, BETTER, WORSE, EQUIVALENT, mean - half, mean + half, n, runs_of(model, n, first), margin)
+
+
+def _tally(model, verdict, better, worse, equivalent, low, high, n, runs, margin) -> Operating:
     effects = np.asarray(model.effects)
-    null, at_margin, real = effects == 0, np.isclose(np.abs(effects), margin), (effects != 0) & ~np.isclose(np.abs(effects), margin)
-    false_call = covered = equivalent = called = seeds = runs = 0
-    for diffs in simulate_tables(model, tables, rng_seed):
-        names = [f"c{i}" for i in range(len(effects))]
-        outcome = decide([Comparison(n, list(d), [False] * len(d)) for n, d in zip(names, diffs)], design, margin)
-        decisions = [outcome.decisions[n] for n in names]
-        verdicts = np.array([d.verdict for d in decisions])
-        false_call += bool(np.any(np.isin(verdicts[null], ("better", "worse"))))
-        equivalent += int(np.sum(verdicts[at_margin] == "equivalent"))
-        right = np.where(effects > 0, "better", "worse")
-        called += int(np.sum((verdicts == right)[real]))
-        covered += sum(d.rci is not None and d.rci[0] <= e <= d.rci[1] for d, e in zip(decisions, effects))
-        used = [d.n for d in decisions]
-        seeds += sum(used)
-        runs += sum(used) + max(used)
-    cells = len(effects)
-    return Tally(
-        tables, false_call / tables, equivalent / max(1, tables * int(at_margin.sum())), covered / (tables * cells),
-        called / max(1, tables * int(real.sum())), seeds / (tables * cells), runs / tables,
+    null = (effects == 0) & ~model.flags(model.identical, False)
+    at_margin = np.isclose(np.abs(effects), margin)
+    right = np.where(effects > 0, better, worse)
+    called = np.isin(verdict, (better, worse))
+    inside = (low <= effects[None, :]) & (effects[None, :] <= high)
+    measured = ~model.flags(model.identical, False)
+    return Operating(
+        len(verdict), np.mean(verdict == right[None, :], axis=0), float(np.mean(np.any(called[:, null], axis=1))) if null.any() else 0.0,
+        float(np.mean(verdict[:, at_margin] == equivalent)) if at_margin.any() else 0.0,
+        float(np.mean(inside[:, measured])) if measured.any() else 1.0, n.mean(axis=0), float(runs.mean()), int(runs.max()),
     )
 
 

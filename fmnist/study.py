@@ -38,6 +38,7 @@ class StudyConfig:
     factors: dict[str, dict[str, Any]] = field(default_factory=dict)  # factor -> level -> {overrides, reference_acc} (checked below)
     choice: Choice = field(default_factory=Choice)
     margin: float = 0.3  # equivalence margin in accuracy points (TOST)
+    effect: float = 0.5  # the smallest difference worth reporting, accuracy points: what the seeds design is powered for
     share_epochs: bool = True  # cells differing only in schedule.epochs share one run
     cells: list[str] = field(default_factory=list)  # run only these cells (default: every cell)
     combine: list[str] = field(default_factory=list)  # run the combined cell of these levels instead
@@ -52,6 +53,7 @@ class StudyConfig:
         # OmegaConf types one level of dict values only; the levels of a factor arrive as plain dicts.
         self.factors = {f: {name: _level(self.name, f, name, spec) for name, spec in levels.items()} for f, levels in self.factors.items()}
         require(self.margin > 0, f"study.margin must be > 0 accuracy points, got {self.margin}")
+        require(self.effect > 0 and self.effect < 100, f"study.effect (the smallest difference worth reporting) must be > 0 accuracy points, got {self.effect}")
         require(all(e >= 1 for e in self.test_at), f"study.test_at epochs must be >= 1, got {self.test_at}")
         names = [BASELINE, COMBINED]
         for factor, levels in self.factors.items():
@@ -212,6 +214,7 @@ class StudyRecord:
     ordered: tuple[str, ...]  # factors whose levels go from less to more
     stage: int | None  # the stage that ran it
     command: tuple[str, ...]  # the sweep's own overrides (no seed, no study bookkeeping): how to run more of this table
+    effect: float = 0.5  # the smallest difference worth reporting, points (records made before it was declared: 0.5)
 
     @property
     def cell(self) -> str:
@@ -226,7 +229,7 @@ class StudyRecord:
         return cls(
             values["study"], values["table"], tuple(Reading(**r) for r in values["readings"]), Choice(**values["choice"]),
             float(values["margin"]), SeedsDesign(**seeds) if seeds else None, tuple(values.get("ordered", ())), values.get("stage"),
-            tuple(values["command"]),
+            tuple(values["command"]), float(values.get("effect", 0.5)),
         )
 
 
@@ -234,7 +237,7 @@ def record(study: StudyConfig, command: list[str]) -> StudyRecord:
     """The record of a job of a study sweep (its readings set by the sweeper)."""
     return StudyRecord(
         study.name, study.table or "", tuple(readings(study)), Choice(list(study.choice.levels), study.choice.reference_acc),
-        study.margin, study.seeds, tuple(study.ordered), study.stage, tuple(command),
+        study.margin, study.seeds, tuple(study.ordered), study.stage, tuple(command), study.effect,
     )
 
 

@@ -9,6 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+# Null distributions from fewer draws: tests of logic run in seconds; those that check committed figures or the rule's
+# precision set fmnist.sequential.NULL_DRAWS back to fmnist.sequential.DRAWS. Set before fmnist is imported.
+os.environ.setdefault("FMNIST_NULL_DRAWS", "500000")
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir

@@ -25,7 +25,7 @@ from fmnist.report.search_table import from_store as search_from_store
 from fmnist.report.search_table import read_trials, search_report, trial_runs, write_trials
 from fmnist.report.select import select_runs, whole_studies
 from fmnist.report.study_table import Options, study_tables
-from fmnist.results import Studied, declared, export_files, read_export, write_export
+from fmnist.results import Studied, declared, export_files, read_export, with_tables, write_export
 from fmnist.study import StudyConfig
 from fmnist.tracking import Tracker, credentials_from_environment, refuse_credentials, resolve_uri
 
@@ -55,8 +55,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--margin", type=float, help="equivalence margin in accuracy points (default: the study's, 0.3)")
     parser.add_argument("--per-seed", action="store_true", help="also every seed of every cell, the mean curves and the training time")
     parser.add_argument("--design-from", type=Path, metavar="STUDY.yaml",
-                        help="with --from: take the seeds design and ordered factors from this study file, for exports made "
-                             "before the study declared them (with --export, they are written into the export)")
+                        help="with --from: take the seeds design, effect and ordered factors from this study file, for exports "
+                             "made before the study declared them or under an earlier rule (with --export, they are written into the export)")
     args = parser.parse_args(argv)
     if args.margin is not None and args.margin <= 0:
         parser.error(f"--margin must be > 0 accuracy points, got {args.margin}")
@@ -93,16 +93,17 @@ def from_exports(args: argparse.Namespace, command: str) -> list[Path]:
         studied = studied + read_export(path)  # an export read twice counts once
     if args.design_from is not None:
         design = read_study_file(args.design_from)
-        studied = declared(studied, design.seeds, tuple(design.ordered))
+        studied = declared(studied, design.seeds, tuple(design.ordered), design.effect)
     args.out.mkdir(parents=True, exist_ok=True)
     files = []
     for searched in searches:
         text, made = search_report(searched, studied, args.out, safe_name(args.name or searched.name), command)
         print(text)
         files += made
+    studied = with_tables(studied)
     if studied.results:
         files += study_tables(studied, args.out, args.name, command, options(args))
-    if args.export:
+    if args.export:  # after the tables: a merge that makes no table writes nothing
         files += write_export(studied, args.export)
     return files
 
@@ -151,9 +152,9 @@ def from_store(args: argparse.Namespace, command: str) -> list[Path]:
         if args.export:
             files.append(write_trials(searched, args.export.with_name(f"{args.export.stem}_trials.json")))
     if studied:
-        files += study_tables(found, args.out, args.name and safe_name(args.name), command, options(args))
-        if args.export:
+        if args.export:  # first: the runs are kept even where they make no table yet (a stage's runs without their baseline)
             files += write_export(found, args.export)
+        files += study_tables(found, args.out, args.name and safe_name(args.name), command, options(args))
     elif not files:
         if args.export:
             raise UserError("--export keeps the runs of a study; this selection has none (run one with study=<name>)")

@@ -37,10 +37,8 @@ class Row:
     rci_high: float | None = None
     verdict: str = "reference"
     stage: int | None = None  # the stage that decided or stopped the cell
-    seeds_needed: int | None = None
-    seeds_needed_detect: int | None = None
-    seeds_needed_reference: int | None = None
-    seeds_needed_equivalent: int | None = None
+    seeds_needed: int | None = None  # the first look with 80% power at +-effect (its observed SD); None: none within max
+    chance: float | None = None  # conditional power at +-effect from its last look, planned SD (open and futile cells)
     reason: str = ""
     mcnemar_p: list[float] = field(default_factory=list)  # per paired seed, test-set sampling only (descriptive)
     note: str = ""
@@ -48,10 +46,9 @@ class Row:
 
 CSV_COLUMNS = [
     "model", "cell", "factor", "level", "n_seeds", "test_acc_mean", "test_acc_std", "diff", "ci_low", "ci_high", "p", "q", "q_holm",
-    "q_tost_holm", "rci_low", "rci_high", "verdict", "stage", "seeds_needed", "seeds_needed_detect", "seeds_needed_reference",
-    "seeds_needed_equivalent", "reason", "reference_acc", "mcnemar_p", "val_acc_mean", "note",
+    "q_tost_holm", "rci_low", "rci_high", "verdict", "stage", "seeds_needed", "chance", "reason", "reference_acc", "mcnemar_p",
+    "val_acc_mean", "note",
 ]
-MORE = f"more than {MOST_SEEDS}"
 
 
 def _num(value: float | None, signed: bool = False, digits: int = 2) -> str:
@@ -70,16 +67,18 @@ def _interval(low: float | None, high: float | None) -> str:
     return "—" if low is None else f"[{_num(low, True)}, {_num(high, True)}]"
 
 
-def _needed(row: Row) -> str:
-    if row.verdict in DECIDED or row.verdict in ("reference", "too few seeds"):
+def _needed(row: Row, sequential: bool) -> str:
+    if row.verdict in DECIDED or row.verdict in ("reference", "too few seeds", "not run"):
         return "—"
-    return str(row.seeds_needed) if row.seeds_needed is not None else MORE
+    if row.seeds_needed is not None:
+        return str(row.seeds_needed)
+    return "more than max" if sequential else f"more than {MOST_SEEDS}"
 
 
 def _row(ev: Evidence, cell: CellRuns) -> Row:
     test = [100 * r.test_acc for r in cell.by_seed.values()]
-    mean, std = stats.mean_std(test)
-    val_mean, _ = stats.mean_std([100 * r.val_acc for r in cell.by_seed.values()])
+    mean, std = stats.mean_std(test) if test else (float("nan"), float("nan"))
+    val_mean = stats.mean_std([100 * r.val_acc for r in cell.by_seed.values()])[0] if test else float("nan")
     row = Row(ev.model, cell.cell, cell.factor, cell.level, len(test), mean, std, val_mean, cell.reference_acc, note="; ".join(cell.left_out))
     if cell.cell == BASELINE:
         return row
@@ -100,8 +99,7 @@ def _decided(row: Row, d: Decision) -> None:
     row.q, row.q_holm, row.q_tost_holm, row.verdict, row.stage, row.reason = d.q, d.q_holm, d.q_tost_holm, d.verdict, d.stage, d.reason
     if d.rci is not None:
         row.rci_low, row.rci_high = float(d.rci[0]), float(d.rci[1])
-    row.seeds_needed, row.seeds_needed_detect = d.seeds_needed, d.seeds_needed_detect
-    row.seeds_needed_reference, row.seeds_needed_equivalent = d.seeds_needed_reference, d.seeds_needed_equivalent
+    row.seeds_needed, row.chance = d.seeds_needed, d.chance
     if row.verdict == "equivalent" and d.q_holm is not None and d.q_holm < ALPHA:
         row.note = "; ".join(filter(None, [row.note, "consistently different from the baseline, but by less than the margin"]))
 
@@ -121,40 +119,37 @@ def display(row: Row, sequential: bool) -> list[str]:
     test = f"{_num(row.test_acc_mean)} ± {_num(row.test_acc_std)}"
     if sequential:
         return [row.cell, row.factor, str(row.n_seeds), test, _num(row.diff, True), _interval(row.rci_low, row.rci_high), _p(row.p),
-                _p(row.q_holm), row.verdict, "—" if row.stage is None else str(row.stage), _needed(row), _num(row.val_acc_mean),
+                _p(row.q_holm), row.verdict, "—" if row.stage is None else str(row.stage), _needed(row, True), _num(row.val_acc_mean),
                 _num(row.reference_acc), note]
     diff = _num(row.diff, True) + ("" if row.ci_low is None else f" {_interval(row.ci_low, row.ci_high)}")
-    return [row.cell, row.factor, str(row.n_seeds), test, diff, _p(row.p), _p(row.q_holm), row.verdict, _needed(row),
+    return [row.cell, row.factor, str(row.n_seeds), test, diff, _p(row.p), _p(row.q_holm), row.verdict, _needed(row, False),
             _num(row.val_acc_mean), _num(row.reference_acc), note]
 
 
-def header(sequential: bool) -> list[str]:
+def header(sequential: bool, effect: float) -> list[str]:
+    needed = f"seeds for 80% power at ±{effect:g}"
     if sequential:
         return ["cell", "factor", "n", "test acc % (mean ± std)", "Δ pp", "95% repeated CI", "p", "q_holm", "verdict", "stage",
-                "seeds needed", "val acc %", "reference %", "note"]
-    return ["cell", "factor", "n", "test acc % (mean ± std)", "Δ pp [95% CI]", "p", "p_holm", "verdict", "seeds needed", "val acc %",
+                needed, "val acc %", "reference %", "note"]
+    return ["cell", "factor", "n", "test acc % (mean ± std)", "Δ pp [95% CI]", "p", "p_holm", "verdict", needed, "val acc %",
             "reference %", "note"]
 
 
 def csv_row(row: Row) -> dict[str, object]:
     values = {c: getattr(row, c) for c in CSV_COLUMNS if c != "mcnemar_p"}
     values["mcnemar_p"] = " ".join(f"{p:.4g}" for p in row.mcnemar_p)
-    if row.seeds_needed is None and _needed(row) == MORE:
-        values["seeds_needed"] = MORE
+    if row.seeds_needed is None and _needed(row, True) != "—":
+        values["seeds_needed"] = "more than max"
     return {c: values[c] for c in CSV_COLUMNS}
 
 
 def footnote(ev: Evidence, table_rows: list[Row]) -> str:
     tested = sum(r.q_holm is not None for r in table_rows)
+    effect = ev.record.effect
     common = (
         "Δ: the cell's test accuracy minus the baseline's, per training seed (both trained with that seed), averaged over the "
         "seeds the two share; p: a two-sided paired t-test over those seeds (what a reader recomputes from the export). They cover "
         "seed-to-seed training variation on this fixed test set, not the sampling of the test set itself. "
-    )
-    needed = (
-        f"seeds needed: for a cell without a verdict, the paired seeds at which a test at the level it now faces would have 80% "
-        f"power to show its observed Δ, or TOST to show equivalence within ±{ev.margin:g} points were the true Δ zero, whichever is "
-        f"fewer (noncentral t, from the SD of its per-seed differences; {MORE} where neither is within {MOST_SEEDS}). "
     )
     verdicts = (
         f"Verdicts: better/worse if q_holm < {ALPHA}; equivalent if TOST puts Δ within ±{ev.margin:g} points (Holm-adjusted "
@@ -164,20 +159,57 @@ def footnote(ev: Evidence, table_rows: list[Row]) -> str:
         return (
             common + f"95% CI: a t interval over the per-seed differences. p_holm: Holm-adjusted over the {tested} comparisons with "
             f"at least {MIN_SEEDS} paired seeds. " + verdicts + f"too few seeds below {MIN_SEEDS} paired seeds; otherwise "
-            "inconclusive. " + needed + "val acc: mean validation accuracy at the cell's last epoch, which is what the combination "
-            "is chosen on. reference: the study's own published figure, where it gave one.\n"
+            f"inconclusive. seeds for 80% power at ±{effect:g}: for a cell without a verdict, the paired seeds at which a paired t "
+            f"at the level it now faces would call a true change of ±{effect:g} points (the study's smallest worth reporting) with "
+            f"80% power, from the SD of its per-seed differences (more than {MOST_SEEDS}: none within {MOST_SEEDS}). val acc: mean "
+            "validation accuracy at the cell's last epoch, which is what the combination is chosen on. reference: the study's own "
+            "published figure, where it gave one.\n"
         )
     looks = ", ".join(map(str, ev.design.looks()))
     return (
-        common + f"Sequential design (seeds: {ev.design.describe()}; looks at {looks} paired seeds): after each stage a cell with a "
-        "verdict gets no more seeds, and a cell whose seeds needed exceed max stops (futile). q_holm: the design's sequential "
-        f"p-value (how unlikely, with no effect, so low a weighted minimum p over the looks would be), Holm-adjusted over the "
+        common + f"Sequential design (seeds: {ev.design.describe()}; looks at {looks} paired seeds; the smallest difference worth "
+        f"reporting ±{effect:g} points): after each stage a cell with a verdict gets no more seeds, and a cell whose |t| falls "
+        f"below the futility bound planned for a true change of ±{effect:g} points stops (futile: such a change would be shown "
+        "with little chance from there; the reason gives it). The combined cell is chosen on validation on the first stage's "
+        "seeds and tested on the seeds after them, a stage later. q_holm: the design's sequential p-value (how unlikely, with no "
+        f"effect and the futility stops as they fall, so low a weighted minimum p over the looks would be), Holm-adjusted over the "
         f"{tested} comparisons; it controls false verdicts over the whole procedure (results/stats/sequential.md). 95% repeated "
-        "CI: at the cell's last look, wide enough that every look's interval covers the true Δ at once with 95%. stage: the stage "
-        "that decided or stopped the cell. " + verdicts + "futile: more seeds than max would be needed; undecided: max reached. "
-        + needed + "val acc: mean validation accuracy at the cell's last epoch, which is what the combination is chosen on "
-        "(with a design: on the first stage's seeds). reference: the study's own published figure, where it gave one.\n"
+        "CI: at the cell's last look, wide enough that every look's interval covers the true Δ at once with 95% however the cell "
+        "stops. stage: the stage that decided or stopped the cell. " + verdicts + "undecided: max reached without a verdict. "
+        f"seeds for 80% power at ±{effect:g}: for a cell without a verdict, the first look of the design at which its test, at "
+        f"that look's level and the Holm level it now faces, would call a true change of ±{effect:g} points with 80% power, from "
+        "the SD of its per-seed differences (more than max: no look of the design does). val acc: mean validation accuracy at the "
+        "cell's last epoch, which is what the combination is chosen on (on the first stage's seeds). reference: the study's own "
+        "published figure, where it gave one.\n"
     )
+
+
+def plan_section(ev: Evidence) -> str:
+    """What the design can show at its planned SD (python -m fmnist.plan), and each open cell's outlook from its own SD."""
+    if ev.design is None:
+        return ""
+    from fmnist.plan import forecast, outlook
+
+    rule = ev.outcome.rule
+    lines = forecast(rule, ev.design.sd, COMBINED in ev.outcome.decisions).lines()
+    lines[0] = "The design's forecast (`python -m fmnist.plan`), on simulated " + lines[0][0].lower() + lines[0][1:]
+    rejected = sum(d.verdict in ("better", "worse") for d in ev.outcome.decisions.values())
+    level = rule.alpha / max(1, rule.cells - rejected)
+    compared = {c.name: c for c in _comparisons_of(ev)}
+    for name in ev.outcome.open_cells:
+        c, d = compared.get(name), ev.outcome.decisions[name]
+        if c is not None and d.n:
+            lines.append(f"- {name}, open at its look at {d.n} seeds ({len(c.diffs)} in): "
+                         f"{outlook(rule, c.diffs, d.n, d.least, level).text(rule.effect)}.")
+    return "\n".join(lines) + "\n"
+
+
+def _comparisons_of(ev: Evidence):
+    from fmnist.evidence import comparison as compare
+
+    base = ev.cells[BASELINE]
+    return [compare(name, base, ev.cells[name], lag=int(name == COMBINED and ev.design is not None))
+            for name in ev.cells if name != BASELINE]
 
 
 # ----- secondary comparisons: the combination against its best part, ordered levels against each other -----
@@ -196,7 +228,7 @@ def secondary(ev: Evidence) -> list[Row]:
         levels = [ev.cells[c] for c in ev.order if c in ev.cells and ev.cells[c].factor == factor]
         pairs += [(low, high, f"{high.cell} vs {low.cell}") for low, high in zip(levels, levels[1:])]
     comparisons = [comparison(name, low, high) for low, high, name in pairs]
-    outcome = decide(comparisons, ev.design, ev.margin, stopping=False)
+    outcome = decide(comparisons, ev.design, ev.margin, ev.record.effect, stopping=False)
     found = []
     for (_, high, name), c in zip(pairs, comparisons):
         row = Row(ev.model, name, "secondary", high.level, len(c.diffs), float("nan"), float("nan"), float("nan"), None)
@@ -252,8 +284,10 @@ def choice_section(ev: Evidence, strict: bool) -> str:
     ran = ev.cells.get(COMBINED)
     if len(chosen) == 1 and ran is None:
         lines.append(f"Validation chose one level, {chosen[0]}: that cell is the combination, so no combined cell is run.\n")
+    elif chosen and ran is None and seeds is not None:
+        lines.append(f"The combined cell ({' + '.join(chosen)}) is tested on the seeds after the first stage's: the next stage runs it.\n")
     elif chosen and ran is None:
-        run_on = seeds if seeds is not None else ev.cells[BASELINE].seeds()
+        run_on = ev.cells[BASELINE].seeds()
         lines.append(f"The combined cell ({' + '.join(chosen)}):\n\n    {command_line(ev.record.command, run_on, combine=chosen)}\n")
     elif chosen:
         lines.append(f"The combined cell ran {ran.level.replace('+', ' + ')}.\n")
@@ -271,6 +305,8 @@ def shared_cells(ev: Evidence, cell: str) -> list[str]:
 
 
 def _seeds_word(seeds: list[int]) -> str:
+    if not seeds:
+        return "nothing"
     return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
@@ -278,27 +314,29 @@ def next_stage_section(ev: Evidence) -> str:
     outcome = ev.outcome
     if ev.design is None:
         return ""
-    if outcome.next_seeds is None:
+    wanted = ev.next_runs()
+    if not wanted:
+        waiting = [name for name, d in outcome.decisions.items() if d.verdict == "open"]
+        if waiting:
+            return f"Stage {outcome.stages_done + 1} waits for the first stage's choice before it can run {', '.join(waiting)}.\n"
         return f"Every cell is decided or stopped after stage {outcome.stages_done}: the study is complete.\n"
-    target = outcome.next_seeds
-    opened = outcome.open_cells or [c for c in outcome.decisions]
-    cells = [c for c in ev.order if any(c in shared_cells(ev, o) for o in opened if o != COMBINED)]
-    cells = list(dict.fromkeys([*shared_cells(ev, BASELINE), *cells]))
-    # The combined cell's levels: what it ran, or (stage 1, not run yet) what validation chose.
+    # Cells read from one run need one job: per group of them, the seeds any member needs and some member lacks.
+    commands: dict[tuple[int, ...], list[str]] = {}
+    for group in dict.fromkeys(tuple(shared_cells(ev, name)) for name in wanted if name != COMBINED and name in ev.cells):
+        seeds = sorted({s for name in group for s in wanted.get(name, [])})
+        lacking = tuple(s for s in seeds if any(s not in ev.cells[name].by_seed for name in group))
+        if lacking:
+            commands.setdefault(lacking, []).extend(c for c in group if c not in commands.get(lacking, []))
     combine = ev.cells[COMBINED].level.split("+") if COMBINED in ev.cells else ev.combination
-
-    def missing(names: list[str]) -> list[int]:
-        """Seeds 0 .. target-1 that one of these cells has not run yet: each command runs what its own cells lack."""
-        return sorted({s for s in range(target) for name in names if name not in ev.cells or s not in ev.cells[name].by_seed})
-
+    have = set(ev.cells[COMBINED].by_seed) if COMBINED in ev.cells else set()
+    combined_seeds = [s for s in wanted.get(COMBINED, []) if s not in have] if combine else []
     stage = outcome.stages_done + 1
-    cell_seeds = missing(cells)
-    combined_seeds = missing([COMBINED]) if COMBINED in opened and combine else []
-    lines = [f"Stage {stage} runs the open cells ({', '.join(opened)}) to {target} seeds each, with the baseline runs they pair "
-             f"with: {_seeds_word(sorted({*cell_seeds, *combined_seeds}))} still to run. The study's sweep command "
-             "continues by itself; by hand:\n"]
-    if cell_seeds:
-        lines.append(f"    {command_line(ev.record.command, cell_seeds, cells=cells)}")
+    to_run = sorted({s for seeds in commands for s in seeds} | set(combined_seeds))
+    targets = ", ".join(f"{name} to {n} seeds" + (" after the first stage's" if name == COMBINED else "") for name, n in outcome.next_looks.items())
+    lines = [f"Stage {stage} runs the open cells ({targets}), with the baseline runs they pair with: "
+             f"{_seeds_word(to_run)} still to run. The study's sweep command continues by itself; by hand:\n"]
+    for seeds, cells in commands.items():
+        lines.append(f"    {command_line(ev.record.command, list(seeds), cells=sorted(cells, key=ev.order.index))}")
     if combined_seeds:
         lines.append(f"    {command_line(ev.record.command, combined_seeds, combine=combine)}")
     return "\n".join(lines) + "\n"
@@ -311,7 +349,7 @@ def factor_figures(ev: Evidence, path_for) -> list[Path]:
     """Per factor, the levels' validation curves against the baseline's: each seed thin, the mean thick."""
     files = []
     for factor in [*ev.factors, *([COMBINED] if COMBINED in ev.cells else [])]:
-        members = [ev.cells[c] for c in ev.order if ev.cells[c].factor in (factor, BASELINE)]
+        members = [ev.cells[c] for c in ev.order if ev.cells[c].factor in (factor, BASELINE) and ev.cells[c].by_seed]
         # Longest first: a cell read earlier from the same run is drawn on top of the part it shares.
         members.sort(key=lambda c: -min(len(r.curves["val/acc"]) for r in c.by_seed.values()))
         if len(members) > 1:
@@ -332,7 +370,7 @@ def per_seed(ev: Evidence, stem: str, out_dir: Path) -> tuple[str, list[Path]]:
             seeds_rows.append({"cell": name, "seed": seed, "stage": "" if r.stage is None else r.stage, "test acc %": f"{100 * r.test_acc:.2f}",
                                "Δ pp": "" if diff is None else f"{diff:+.2f}", "val acc %": f"{100 * r.val_acc:.2f}", "epochs": r.epochs,
                                "seconds": f"{r.seconds:.0f}", "run": r.run_id[:8]})
-        length = min(len(r.curves["val/acc"]) for r in cell.by_seed.values())
+        length = min((len(r.curves["val/acc"]) for r in cell.by_seed.values()), default=0)
         for epoch in range(length):
             acc = [r.curves["val/acc"][epoch] for r in cell.by_seed.values()]
             loss = [r.curves["val/loss"][epoch] for r in cell.by_seed.values()]
@@ -368,7 +406,8 @@ def one_table(studied: Studied, results: list[Result], out_dir: Path, stem: str,
     more = secondary(ev)
     text = (
         f"# {record.study}: {ev.model}\n\nMade by `{command}`.\n\n"
-        f"{markdown_table([dict(zip(header(sequential), display(r, sequential))) for r in table_rows])}\n{footnote(ev, table_rows)}\n"
+        f"{markdown_table([dict(zip(header(sequential, ev.record.effect), display(r, sequential))) for r in table_rows])}\n"
+        f"{footnote(ev, table_rows)}\n{plan_section(ev)}\n"
         f"{secondary_section(ev, more)}{choice_section(ev, options.strict)}\n{next_stage_section(ev)}\n"
         f"The table's sweep: `{shlex.join(['python', '-m', 'fmnist.run', '-m', *record.command])}`.\n"
     )
@@ -376,7 +415,7 @@ def one_table(studied: Studied, results: list[Result], out_dir: Path, stem: str,
     write_csv([csv_row(r) for r in [*table_rows, *more]], files[1])
     width = 9 if sequential else 8
     caption = f"{record.study} for {ev.model}: test accuracy over seeds and paired differences against the baseline"
-    files[2].write_text(latex_table(header(sequential)[:width], [display(r, sequential)[:width] for r in table_rows], caption, "l" * width))
+    files[2].write_text(latex_table(header(sequential, ev.record.effect)[:width], [display(r, sequential)[:width] for r in table_rows], caption, "l" * width))
     files += factor_figures(ev, lambda factor: out_dir / f"{stem}_{factor}.png")
     if options.per_seed:
         seeds_text, seed_files = per_seed(ev, stem, out_dir)
