@@ -1,65 +1,59 @@
-"""The README's per-model Table 2 tables say what the committed tables say, figure for figure.
+"""The README's results say what the committed tables say.
 
-The README's tables are written by hand from `results/table2/table2_<model>.md` (fewer columns, the
-interval next to Δ); when a stage lands, a row left behind would claim what no command prints.
+Its results block is written from the committed tables by `python -m fmnist.report.summary --readme
+README.md`; here it is written again and compared. And every decimal figure anywhere in the README's
+prose (outside code blocks) is one that some committed result, its README, or a study file prints: a
+figure typed by hand that no table holds is how prose drifts.
 """
 
+import re
 from pathlib import Path
 
-import pytest
+from fmnist.report import summary
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = {"mlp": "**MLP**", "vgg": "**VGG**", "resnet18": "**ResNet-18**"}
+FIGURE = re.compile(r"(?<![\w.])[−+-]?\d{1,3}(?:,\d{3})*\.\d+%?")
 
 
-def plain(text: str) -> str:
-    """One spelling for a figure: the README prints minus signs, the tables hyphens; an em dash is empty."""
-    text = text.strip().replace("−", "-")
-    return "" if text == "—" else text
+def prose(text: str) -> str:
+    """The README without its fenced code blocks and inline code (commands, not claims)."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return re.sub(r"`[^`]*`", "", text)
 
 
-def first_table(lines: list[str]) -> list[dict[str, str]]:
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    block = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        block.append([plain(c) for c in line.strip().strip("|").split("|")])
-    header, rows = block[0], block[2:]
-    return [dict(zip(header, row)) for row in rows]
+def plain(figure: str) -> str:
+    return figure.replace("−", "-").lstrip("+-").replace(",", "").rstrip("%")
 
 
-def readme_table(model: str) -> list[dict[str, str]]:
+def committed_figures() -> set[str]:
+    sources = [*ROOT.glob("results/**/*.md"), *ROOT.glob("results/**/*.csv"), *ROOT.glob("conf/**/*.yaml")]
+    found = set()
+    for path in sources:
+        if "/runs/" in str(path):
+            continue
+        for figure in FIGURE.findall(path.read_text()):
+            found.add(plain(figure))
+            if "." in figure:  # a table's 0.0047 or 4.8213 may be printed rounded in prose
+                value = float(plain(figure))
+                found |= {f"{value:.{d}f}" for d in range(0, 4)}
+    return found
+
+
+def test_the_results_block_is_what_the_committed_tables_give():
     text = (ROOT / "README.md").read_text()
-    study = text[text.index("## Reproducing the study (Table 2)"):]
-    return first_table(study[study.index(SECTIONS[model]):].splitlines())
+    block = text[text.index(summary.BEGIN): text.index(summary.END) + len(summary.END)]
+    assert block == summary.summary(ROOT), "the README's results block differs from the tables: run python -m fmnist.report.summary --readme README.md"
 
 
-def committed_table(model: str) -> dict[str, dict[str, str]]:
-    rows = first_table((ROOT / "results" / "table2" / f"table2_{model}.md").read_text().splitlines())
-    return {row["cell"]: row for row in rows}
+def test_every_figure_in_the_readmes_prose_is_in_a_committed_table():
+    known = committed_figures()
+    text = prose((ROOT / "README.md").read_text())
+    stray = sorted({f for f in FIGURE.findall(text) if plain(f) not in known})
+    assert not stray, f"figures in the README that no committed result prints: {stray}"
 
 
-def expected(column: str, row: dict[str, str]) -> str:
-    if column == "Δ pp [95% repeated CI]":
-        ci = row["95% repeated CI"]
-        return row["Δ pp"] if ci in ("", "[+0.00, +0.00]") else f"{row['Δ pp']} {ci}"
-    names = {"test acc %": "test acc % (mean ± std)", "p (plain t)": "p"}
-    return row[names.get(column, column)]
-
-
-@pytest.mark.parametrize("model", SECTIONS)
-def test_readme_rows_match_the_committed_table(model):
-    committed = committed_table(model)
-    rows = readme_table(model)
-    cells = [row["cell"].split()[0] for row in rows]  # "sgd (lr 1e-3)" is the table's "sgd"
-    assert set(cells) == set(committed), "a cell missing or extra"
-    for cell, row in zip(cells, rows):
-        for column, shown in row.items():
-            if column == "cell" or (cell == "baseline" and not shown):  # the baseline's row leaves its verdict blank
-                continue
-            want = expected(column, committed[cell])
-            if column == "verdict":  # the README may add the margin or the seeds needed in brackets
-                assert shown.split(" (")[0] == want, f"{model} {cell}: verdict {shown!r}, table {want!r}"
-            else:
-                assert shown == want, f"{model} {cell}, {column}: README {shown!r}, table {want!r}"
+def test_the_block_reads_the_table_it_names():
+    # A table's verdict, changed by hand, changes the block: it is read from the CSVs, not typed.
+    cells = summary.read_table(ROOT / "results" / "table2" / "table2_mlp.csv")
+    sgd = next(c for c in cells if c["cell"] == "sgd")
+    assert f"worse: {sgd.number('diff', True)}" in summary.summary(ROOT)

@@ -258,22 +258,16 @@ class StudySweeper(FmnistSweeper):
         return returns
 
     def _next(self, study: StudyConfig, t: Table, ev: Evidence | None) -> list[list[str]]:
-        """The jobs the table needs next: stage 1's cells, then its combined cell, then the open cells' next seeds."""
+        """The jobs the table needs next: stage 1's cells, then each open cell's seeds for the next stage (the combined
+        cell, chosen on validation at the end of stage 1, on the seeds after the first stage's)."""
         have = {c: set(runs.by_seed) for c, runs in ev.cells.items()} if ev else {}
         done = ev.outcome.stages_done if ev else 0
         if done == 0:
-            first = list(range(study.seeds.first))
-            batch = _missing(t, t.jobs, first, have, stage=1)
-            if not batch and ev is not None and ev.combination:
-                batch = self._combined(study, t, ev, first, stage=1)
-            return batch
-        target = ev.outcome.next_seeds
-        if target is None:
-            return []
-        wanted = {BASELINE, *ev.outcome.open_cells}
-        batch = _missing(t, [job for job in t.jobs if set(job.readings) & wanted], list(range(target)), have, done + 1)
+            return _missing(t, t.jobs, {cell: list(range(study.seeds.first)) for job in t.jobs for cell in job.readings}, have, stage=1)
+        wanted = ev.next_runs()
+        batch = _missing(t, t.jobs, {c: s for c, s in wanted.items() if c != COMBINED}, have, done + 1)
         if COMBINED in wanted:
-            batch += self._combined(study, t, ev, list(range(target)), done + 1)
+            batch += self._combined(study, t, ev, wanted[COMBINED], done + 1)
         return batch
 
     def _combined(self, study: StudyConfig, t: Table, ev: Evidence, seeds: list[int], stage: int) -> list[list[str]]:
@@ -323,14 +317,18 @@ class _Results:
         if not any(r.cell == BASELINE for r in found.results):
             return None
         ordered = sorted(found.results, key=lambda r: r.start_time)
-        facts = StudyRecord(study.name, t.table, (), study.choice, study.margin, study.seeds, tuple(study.ordered), None, tuple(t.combo))
+        facts = StudyRecord(study.name, t.table, (), study.choice, study.margin, study.seeds, tuple(study.ordered), None, tuple(t.combo),
+                            study.effect)
         return evidence(ordered, facts)
 
 
-def _missing(t: Table, planned: list[Job], seeds: list[int], have: dict[str, set[int]], stage: int) -> list[list[str]]:
-    """A job per (run, seed) that some cell it stands for still lacks."""
-    return [[*t.combo, *job.study_overrides(t.table, stage), f"seed={seed}"] for job in planned for seed in seeds
-            if any(seed not in have.get(c, ()) for c in job.readings)]
+def _missing(t: Table, planned: list[Job], wanted: dict[str, list[int]], have: dict[str, set[int]], stage: int) -> list[list[str]]:
+    """A job per (run, seed) that some cell it stands for wants and lacks."""
+    jobs = []
+    for job in planned:
+        seeds = sorted({s for cell in job.readings for s in wanted.get(cell, []) if s not in have.get(cell, ())})
+        jobs += [[*t.combo, *job.study_overrides(t.table, stage), f"seed={seed}"] for seed in seeds]
+    return jobs
 
 
 def _summary(ev: Evidence, t: Table) -> str:
