@@ -95,9 +95,12 @@ def test_a_seeds_design_has_looks_at_each_stage_and_refuses_what_cannot_work():
     assert [design.stage_of(i) for i in range(11)] == [1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     assert SeedsDesign(4, 3, 4).looks() == (4,)
     for kwargs, message in [({"first": 2}, "first must be >= 3"), ({"step": 0}, "step must be >= 1"), ({"max": 2}, "max must be >= "),
-                            ({"max": 60}, "max must be <= 50")]:
+                            ({"max": 60}, "max must be <= 50"), ({"sd": 0.0}, r"study.seeds.sd \(the planned SD of per-seed differences\) must be > 0"),
+                            ({"sd": float("nan")}, "must be > 0 points, got nan")]:
         with pytest.raises(ConfigError, match=message):
             SeedsDesign(**kwargs)
+    with pytest.raises(ConfigError, match=r"study.effect \(the smallest difference worth reporting\) must be > 0 accuracy points, got 0"):
+        table2_like(effect=0.0)
     with pytest.raises(ConfigError, match="study.ordered names speed, which is not a factor; its factors are: epochs, optimizer"):
         table2_like(ordered=["speed"])
 

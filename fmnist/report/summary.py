@@ -116,7 +116,7 @@ def claims(tables: dict[str, list[Cell]], study_file: Path) -> str:
     models = [m for m in MODELS if m in tables]
     lines = ["| the study's cell (its Δ: ResNet-18, 224 px, one run) | " + " | ".join(MODELS[m] for m in models) + " |",
              "|---|" + "---|" * len(models)]
-    for factor, levels in study.factors.items():
+    for levels in study.factors.values():
         for name, level in levels.items():
             theirs = f"{level.reference_acc - base:+.2f}".replace("-", "−") if level.reference_acc is not None and base is not None else "no figure"
             row = [f"{name} ({theirs})"]
