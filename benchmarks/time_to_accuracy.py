@@ -52,7 +52,7 @@ def first_reached(timeline: list[tuple[int, float, float]], threshold: float) ->
 def run_rows(tracker: Tracker, runs: list[RunRecord]) -> list[dict[str, object]]:
     rows = []
     for run in runs:
-        timeline = tracker.timed_history(run, "test/acc")
+        timeline = [(step, value, (when - run.start_time) / 1000) for step, value, when in tracker.history_by_step(run.run_id, "test/acc")]
         row: dict[str, object] = {"run": run.name, "seed": run.params.get("seed"), "final test acc %": 100 * timeline[-1][1]}
         for threshold in THRESHOLDS:
             reached = first_reached(timeline, threshold)

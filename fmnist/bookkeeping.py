@@ -1,13 +1,13 @@
 """Which run a job is: skip it, resume it, or start it; one owner at a time; how it ends.
 
-Every decision is taken before a run is created or touched: a job whose configuration finished
-(in the store, or in a committed export) is skipped; otherwise it takes the lease on its
-fingerprint, then resumes the run its checkpoint belongs to or starts a new one. A checkpoint is
-deleted when its run finishes or its configuration is bad (a user error, a diverging loss), never
-after a transient failure, so the next attempt resumes.
+What to do is a pure function of values (`decide`): the job's runs in the store (ledger records), the
+export that holds it, and the checkpoint on disk. `Bookkeeping` gathers those values, one query of the
+store and one look at the files, and carries the decision out: a job whose configuration finished is
+skipped; otherwise it takes the lease on its fingerprint, then resumes the run its checkpoint belongs to
+or starts a new one. A checkpoint is deleted when its run finishes or its configuration is bad (a user
+error, a diverging loss), never after a transient failure, so the next attempt resumes.
 """
 
-import json
 import os
 import shlex
 import socket
@@ -19,34 +19,16 @@ import torch
 
 from fmnist import checkpoint
 from fmnist.config import RunSpec
+from fmnist.device import Hardware
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
-from fmnist.identity import applied, flatten, git_commit, is_semantic, settings_id
+from fmnist.identity import git_commit, is_semantic, run_params, settings_id
 from fmnist.lease import Lease, LeaseLost
+from fmnist.ledger import JobLine, RunFacts, Trial
 from fmnist.results import exported_runs
 from fmnist.study import StudyConfig, override_key, readings, record
-from fmnist.sweep import SUPERSEDED_TAG, varying_name
-from fmnist.tracking import (
-    FINGERPRINT_TAG,
-    GIT_TAG,
-    JOB_TAG,
-    OVERRIDES_TAG,
-    PARENT_ID_TAG,
-    SETTINGS_TAG,
-    STUDY_TAG,
-    SWEEP_TAG,
-    VARYING_TAG,
-    RunRecord,
-    TrackedRun,
-    Tracker,
-    record_tags,
-    resolve_uri,
-)
-
-HOST_TAG, PID_TAG = "fmnist.host", "fmnist.pid"
-TRIAL_TAG, TRIAL_STATE_TAG = "fmnist.trial", "fmnist.trial_state"  # a search's trial number, and COMPLETE or PRUNED
-ATTEMPT_TAG = "fmnist.attempt"  # the lease token of the process that created the run: found again if the store's answer is lost
-SLURM_TAG = "fmnist.slurm_job"  # the Slurm job (array_task) that last ran the run
+from fmnist.sweep import varying_name
+from fmnist.tracking import RunRecord, TrackedRun, Tracker, resolve_uri
 
 
 class Terminated(BaseException):
@@ -57,12 +39,14 @@ class Terminated(BaseException):
 class Launch:
     """What the launcher knows that the config does not."""
 
-    overrides: list[str]  # the command line's overrides, as Hydra parsed them
+    overrides: list[str]  # the command line's overrides, as Hydra parsed them (without the sweeper's launch.*)
     sweep_id: str  # shared by every job of one multirun
     base_dir: Path  # the folder the command was started in; relative paths are taken from it
     default_threads: int | None = None  # torch threads when the config leaves `threads` unset
     config_args: list[str] = field(default_factory=list)  # what found the config (--config-dir, hydra.searchpath=...)
     job_num: int | None = None  # the job's number within its sweep; None for a single run
+    parent_run_id: str | None = None  # its sweep's parent run
+    varying: list[str] = field(default_factory=list)  # the keys that differ between the sweep's jobs
 
 
 def say(message: str) -> None:
@@ -91,19 +75,6 @@ def sweep_command(overrides: list[str], study: StudyConfig) -> list[str]:
     return [o for o in overrides if o not in added and override_key(o) != "seed" and not override_key(o).startswith("study.")]
 
 
-def fingerprint_filter(fp: str) -> str:
-    return f"tags.`{FINGERPRINT_TAG}` = '{fp}'"
-
-
-@dataclass
-class Skip:
-    """A finished run that stands for this job."""
-
-    run_id: str
-    outcome: "float | TrialOutcome | None"  # what the job returns: its test accuracy, or a search trial's outcome
-    where: str  # "the store" or an export file
-
-
 @dataclass
 class TrialOutcome:
     """What a search's trial returns to its sweeper: how it ended, and the run that holds its validation curve."""
@@ -113,178 +84,246 @@ class TrialOutcome:
     run_id: str
 
 
+# ----- what to do: a pure function of values -----
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the decision sees it."""
+
+    fingerprint: str
+    force: bool = False  # train even if an identical run finished (no skip, no resume)
+    rerun_on_code_change: bool = False  # a run made by other code does not count as this job done
+    commit: str = ""  # the code running now
+    trial: int | None = None  # a search's trial number
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A finished run stands for this job."""
+
+    run_id: str
+    outcome: "float | TrialOutcome | None"  # what the job returns: its test accuracy, or a search trial's outcome
+    where: str  # "the store" or an export file
+    line: str  # what is said
+
+
+@dataclass(frozen=True)
+class Resume:
+    saved: checkpoint.Checkpoint
+
+
+@dataclass(frozen=True)
+class Start:
+    discard: str = ""  # why the checkpoint on disk is deleted unused ("": none, or it stays)
+
+
+def finished(job: Job, runs: list[RunRecord], exported: tuple[Path, str] | None) -> Skip | None:
+    """The finished run that makes this job unnecessary, if any: the latest in the store, else one in an export."""
+    if job.force:
+        return None
+    done = [r for r in runs if r.status == "FINISHED"]
+    if done and not (job.rerun_on_code_change and done[-1].facts.commit != job.commit):
+        run = done[-1]
+        state = ((run.facts.trial.state if run.facts.trial else "") or "complete").lower()
+        outcome = run.metrics.get("test/acc") if job.trial is None else TrialOutcome(job.trial, state, run.run_id)
+        line = f"skipping: this configuration already finished as run {run.run_id} (in the store)"
+        if run.facts.commit and run.facts.commit != job.commit:
+            line += f", made by commit {run.facts.commit[:12]} (this is {job.commit[:12]}; rerun_on_code_change=true trains it again)"
+        return Skip(run.run_id, outcome, "the store", line + "; force=true runs it again")
+    if exported:
+        line = f"skipping: this configuration already finished as run {exported[1]} (in {exported[0]}); force=true runs it again"
+        return Skip(exported[1], None, str(exported[0]), line)
+    return None
+
+
+def decide(job: Job, runs: list[RunRecord], exported: tuple[Path, str] | None, saved: checkpoint.Checkpoint | None) -> Skip | Resume | Start:
+    """Skip, resume or start, for the lease's owner: a checkpoint resumes only a run the store has as unfinished."""
+    skip = finished(job, runs, exported)
+    if skip is not None:
+        return skip
+    if saved is None or job.force:
+        return Start()
+    if saved.fingerprint != job.fingerprint:
+        return Start("it belongs to another configuration")
+    status = next((r.status for r in runs if r.run_id == saved.run_id), None)
+    if status in ("RUNNING", "KILLED", "FAILED"):
+        return Resume(saved)
+    return Start(f"its checkpoint belongs to a run that is {status or 'gone'}")
+
+
+# ----- carrying it out -----
+
+
 class Bookkeeping:
-    """One job's record keeping: its store, its fingerprint, its lease and checkpoint files."""
+    """One job's record keeping: its store, its facts, its lease and checkpoint files."""
 
     def __init__(self, spec: RunSpec, launch: Launch):
-        self.values, self.settings, self.launch, self.fp = spec.values, spec.settings, launch, spec.fingerprint
-        settings, fp = spec.settings, self.fp
+        settings, self.launch = spec.settings, launch
+        self.job = Job(spec.fingerprint, settings.force, settings.rerun_on_code_change, git_commit(), settings.search.trial)
         self.tracker = Tracker(resolve_uri(settings.tracking.uri, launch.base_dir), settings.tracking.experiment)
         folder = Path(launch.base_dir, settings.checkpoint_dir)
-        self.checkpoint_path = folder / f"{fp}.pt"
+        self.checkpoint_path = folder / f"{self.job.fingerprint}.pt"
         # A requeued Slurm job may start before its old process's lease goes stale: it waits that out.
         requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
-        self.lease = Lease(folder / f"{fp}.lease", stale_after=settings.lease_seconds, wait=settings.lease_seconds + 5 if requeued else 0)
-        self.parent = self.tracker.parent(launch.sweep_id) if launch.job_num is not None else None
+        self.lease = Lease(folder / f"{self.job.fingerprint}.lease", stale_after=settings.lease_seconds,
+                           wait=settings.lease_seconds + 5 if requeued else 0)
+        self.exports = [Path(launch.base_dir, p) for p in settings.exports]
+        self.parent = self.tracker.handle(launch.parent_run_id) if launch.parent_run_id and launch.job_num is not None else None
+        self.facts = identity_facts(spec, launch, self.job)
+        self.name = name_of(launch, settings.study)
+        self.params = run_params(spec.values)
+        self.closed = False  # the job's end is recorded
 
-    def record(self, outcome: str, run_id: str | None = None, **more: str) -> None:
-        """This job's line in its sweep's parent run: trained, resumed, skipped (and which run stands for it), failed."""
-        if self.parent is None:
-            return
-        entry = {"overrides": shlex.join(self.launch.overrides), "outcome": outcome, "run_id": run_id, **more}
-        try:
-            self.tracker.handle(self.parent.run_id).set_tags({f"{JOB_TAG}{self.launch.job_num:04d}": json.dumps(entry)[:7900]})
-        except Exception as err:  # the record is for people; never let it fail the job
-            say(f"warning: could not record this job in its sweep's parent run ({type(err).__name__})")
+    def begin(self) -> Skip | None:
+        """Before the lease: a finished run that stands for this job, recorded as its outcome; None: go on."""
+        step = self._look(owner=False)
+        return step if isinstance(step, Skip) else None
 
-    def finished(self) -> Skip | None:
-        """The finished run that makes this job unnecessary, if any (said on stderr)."""
-        if self.settings.force:
-            return None
-        done = [r for r in self.tracker.runs(fingerprint_filter(self.fp)) if r.status == "FINISHED"]
-        if done and not self._code_changed(done[-1]):
-            run = done[-1]
-            trial = self.settings.search.trial
-            outcome = run.metrics.get("test/acc") if trial is None else TrialOutcome(trial, run.tags.get(TRIAL_STATE_TAG, "complete"), run.run_id)
-            return self._skip(Skip(run.run_id, outcome, "the store"), run)
-        exported = exported_runs([Path(self.launch.base_dir, p) for p in self.settings.exports]).get(self.fp)
-        if exported:
-            return self._skip(Skip(exported[1], None, str(exported[0])), None)
-        return None
+    def take(self, fits, hardware: Hardware) -> Skip | tuple[TrackedRun, checkpoint.Checkpoint | None]:
+        """The lease's owner: skip (a copy finished meanwhile), or the run to train and the checkpoint it resumes from.
+        `fits(saved)` says why a checkpoint cannot continue this code's run (None if it can)."""
+        step = self._look(owner=True)
+        if isinstance(step, Skip):
+            return step
+        if isinstance(step, Resume) and (problem := fits(step.saved)):
+            say(f"warning: {problem}; it is deleted and the job starts afresh in a new run")
+            self.checkpoint_path.unlink(missing_ok=True)
+            step = Start()
+        return self._open(step, hardware), step.saved if isinstance(step, Resume) else None
 
-    def _code_changed(self, run: RunRecord) -> bool:
-        """With rerun_on_code_change, a run made by other code does not count as this job done."""
-        return self.settings.rerun_on_code_change and run.tags.get(GIT_TAG) != git_commit()
+    def _look(self, owner: bool) -> Skip | Resume | Start:
+        """What to do now (said on stderr): before the lease only a skip is decided; its owner also resumes or starts."""
+        runs = self.tracker.job_runs(self.job.fingerprint)
+        exported = exported_runs(self.exports).get(self.job.fingerprint)
+        saved = self._checkpoint() if owner else None
+        step = decide(self.job, runs, exported, saved) if owner else finished(self.job, runs, exported) or Start()
+        if isinstance(step, Skip):
+            say(step.line)
+            self.record("skipped", step.run_id, where=step.where)
+        elif isinstance(step, Start) and step.discard:
+            say(f"warning: {self.checkpoint_path}: {step.discard}; starting afresh")
+            self.checkpoint_path.unlink(missing_ok=True)
+        return step
 
-    def _skip(self, skip: Skip, run: RunRecord | None) -> Skip:
-        line = f"skipping: this configuration already finished as run {skip.run_id} (in {skip.where})"
-        commit = run.tags.get(GIT_TAG, "unknown") if run else None
-        if commit and commit != git_commit():
-            line += f", made by commit {commit[:12]} (this is {git_commit()[:12]}; rerun_on_code_change=true trains it again)"
-        say(line + "; force=true runs it again")
-        return skip
-
-    def resumable(self) -> checkpoint.Checkpoint | None:
-        """The checkpoint of an unfinished run of this configuration, if one is on disk."""
+    def _checkpoint(self) -> checkpoint.Checkpoint | None:
         path = self.checkpoint_path
         for partial in checkpoint.clean_partials(path):  # this process holds the lease: nobody else is writing
             say(f"removed {partial.name}, left by an interrupted checkpoint write")
-        if self.settings.force or not path.exists():
+        if not path.exists():
             return None
         try:
-            found = checkpoint.load(path, self.fp)
+            return checkpoint.load(path)
         except checkpoint.CheckpointError as err:
             say(f"warning: {err}; starting afresh")
             path.unlink()
             return None
-        status = self.tracker.status(found.run_id)
-        if status in ("RUNNING", "KILLED", "FAILED"):
-            return found
-        say(f"warning: checkpoint {path} belongs to a run that is {status or 'gone'}; starting afresh")
-        path.unlink()
-        return None
 
-    def open_run(self, resume: checkpoint.Checkpoint | None, device: torch.device) -> TrackedRun:
-        """Reopen the run being resumed, or start a new one with its params and tags; close every other unfinished run of the job.
+    def record(self, outcome: str, run_id: str | None = None, reason: str = "", where: str = "") -> None:
+        """This job's line in its sweep's parent run: trained, resumed, skipped (and which run stands for it), failed."""
+        if self.parent is None:
+            return
+        try:
+            self.parent.record_job(JobLine(self.launch.job_num, shlex.join(self.launch.overrides), outcome, run_id, reason, where))
+        except Exception as err:  # the record is for people; never let it fail the job
+            say(f"warning: could not record this job in its sweep's parent run ({type(err).__name__})")
 
-        Only the lease's owner gets here, so any other RUNNING run of this fingerprint, on whatever host, is an
-        orphan: a copy killed before its first checkpoint, or a run the store created twice.
-        """
-        tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), "fmnist.device": str(device),
-                "fmnist.threads": str(torch.get_num_threads())}
-        if os.environ.get("SLURM_JOB_ID"):
-            array = os.environ.get("SLURM_ARRAY_JOB_ID")
-            tags[SLURM_TAG] = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
-        if self.parent is not None:
-            tags |= {PARENT_ID_TAG: self.parent.run_id, SWEEP_TAG: self.launch.sweep_id}  # a resumed run joins this sweep
-        if resume:
-            say(f"resuming run {resume.run_id} after epoch {resume.epoch}")
-            run = self.tracker.reopen(resume.run_id)
-            run.set_tags(tags)
+    def _open(self, step: Resume | Start, hardware: Hardware) -> TrackedRun:
+        """Reopen the run being resumed, or start a new one with its params and facts; close every other unfinished run
+        of the job. Only the lease's owner gets here, so any other RUNNING run of this fingerprint, on whatever host, is an
+        orphan: a copy killed before its first checkpoint, or a run the store created twice."""
+        where = where_facts(hardware) | RunFacts(parent_run_id=self.parent.run_id if self.parent else None, sweep_id=self.launch.sweep_id)
+        if isinstance(step, Resume):
+            say(f"resuming run {step.saved.run_id} after epoch {step.saved.epoch}")
+            run = self.tracker.reopen(step.saved.run_id, where)
         else:
-            run = self._start(tags | self._tags())
-        self._close_others(run.run_id)
+            run = self._start(self.facts | where | RunFacts(attempt=self.lease.me.token))
+        for other in self.tracker.job_runs(self.job.fingerprint):
+            if other.run_id != run.run_id and other.status != "FINISHED" and other.facts.superseded_by != run.run_id:
+                closing = self.tracker.handle(other.run_id)
+                closing.add(RunFacts(superseded_by=run.run_id))
+                if other.status == "RUNNING":
+                    closing.fail(f"superseded by run {run.run_id}, which holds this job now", killed=True)
         return run
 
-    def _start(self, tags: dict[str, str]) -> TrackedRun:
-        """A new run, made once: if the store committed it but its answer was lost, the run is found by this attempt's tag."""
-        attempt = {ATTEMPT_TAG: self.lease.me.token}
+    def _start(self, facts: RunFacts) -> TrackedRun:
+        """A new run, made once: if the store committed it but its answer was lost, the run is found by this attempt's token."""
         try:
-            return self.tracker.start_run(self._name(), self._params(), tags | attempt)
+            return self.tracker.start_run(self.name, self.params, facts)
         except Exception:
-            found = self.tracker.runs(f"tags.`{ATTEMPT_TAG}` = '{attempt[ATTEMPT_TAG]}'")
-            if not found:
+            found = self.tracker.attempt_run(facts.attempt)
+            if found is None:
                 raise
-            run = self.tracker.handle(found[0].run_id)
-            run.log_params(self._params())
+            run = self.tracker.handle(found.run_id)
+            run.log_params(self.params)
             return run
 
-    def _close_others(self, keep: str) -> None:
-        for other in self.tracker.runs(fingerprint_filter(self.fp)):
-            if other.run_id != keep and other.status != "FINISHED" and other.tags.get(SUPERSEDED_TAG) != keep:
-                closing = self.tracker.handle(other.run_id)
-                closing.set_tags({SUPERSEDED_TAG: keep})
-                if other.status == "RUNNING":
-                    closing.fail(f"superseded by run {keep}, which holds this job now", killed=True)
+    def close(self, run: TrackedRun | None, err: BaseException | None, resumed: bool = False, pruned: str = "") -> None:
+        """How the run ended, and the job's line in its sweep: the checkpoint stays unless the run finished or its config
+        is bad. A search trial the pruner stopped ends FINISHED (it is a result), its state PRUNED with the reason."""
+        self.closed = True
+        if run is not None:
+            self._end(run, err, pruned)
+        if isinstance(err, LeaseLost):
+            self.record("lost", reason=str(err)[:2000])  # another process holds the job now: not a failure of the job
+        elif err is not None:
+            self.record("failed", reason=f"{type(err).__name__}: {err}"[:2000])
+        else:
+            self.record("pruned" if pruned else "resumed" if resumed else "trained", run.run_id)
 
-    def _name(self) -> str:
-        varying = json.loads(self.parent.tags.get(VARYING_TAG, "[]")) if self.parent else []
-        cells = [r.cell for r in readings(self.settings.study)]
-        return varying_name(self.launch.overrides, varying, cells) or run_name(self.launch.overrides)
-
-    def _params(self) -> dict[str, object]:
-        """The flattened config; of the study node only what places the run (its name and readings)."""
-        flat = applied(flatten(self.values))
-        keep = ("study.name", "search.name", "search.trial")
-        return {k: v for k, v in flat.items() if not k.startswith(("study.", "search.")) or is_semantic(k) or k in keep}
-
-    def _tags(self) -> dict[str, str]:
-        study: StudyConfig = self.settings.study
-        tags = {
-            SWEEP_TAG: self.launch.sweep_id,
-            FINGERPRINT_TAG: self.fp,
-            SETTINGS_TAG: settings_id(self.values),
-            OVERRIDES_TAG: shlex.join(self.launch.overrides),
-            GIT_TAG: git_commit(),
-        }
-        search = self.settings.search
-        if search.trial is not None:
-            tags |= {TRIAL_TAG: str(search.trial), "fmnist.search": search.name, "fmnist.optuna_study": search.study}
-        if study.name and study.readings:
-            tags |= record_tags(record(study, [*self.launch.config_args, *sweep_command(self.launch.overrides, study)]))
-        elif study.name:
-            tags[STUDY_TAG] = study.name
-        return tags
-
-    def ended(self, run: TrackedRun, err: BaseException | None, pruned: str = "") -> None:
-        """Record how the run ended; keep the checkpoint unless the run finished or its config is bad.
-
-        A search trial the pruner stopped ends FINISHED (it is a result), tagged PRUNED with the reason.
-        """
+    def _end(self, run: TrackedRun, err: BaseException | None, pruned: str) -> None:
         if err is None:
             self.lease.check()  # a copy that lost the job does not finish its run
-            if self.settings.search.trial is not None:
-                run.set_tags({TRIAL_STATE_TAG: "PRUNED" if pruned else "COMPLETE", **({"mlflow.note.content": pruned} if pruned else {})})
+            if self.facts.trial is not None:
+                run.end_trial(self.facts.trial, "PRUNED" if pruned else "COMPLETE", pruned)
             run.finish()
             self.checkpoint_path.unlink(missing_ok=True)
         elif isinstance(err, LeaseLost):
             return  # the new owner continues this run: touch nothing
         elif isinstance(err, (KeyboardInterrupt, Terminated)):
-            self._fail(run, "interrupted (Ctrl-C or SIGTERM); run the same command again to resume", killed=True)
-        elif self._config_is_bad(err):
-            self._fail(run, f"{type(err).__name__}: {err}")
+            _fail(run, "interrupted (Ctrl-C or SIGTERM); run the same command again to resume", killed=True)
+        elif isinstance(err, (UserError, Diverged)):  # failures that would repeat themselves from the checkpoint
+            _fail(run, f"{type(err).__name__}: {err}")
             self.checkpoint_path.unlink(missing_ok=True)
         else:
-            self._fail(run, f"{type(err).__name__}: {err}; the checkpoint is kept: run the same command again to resume")
+            _fail(run, f"{type(err).__name__}: {err}; the checkpoint is kept: run the same command again to resume")
 
-    @staticmethod
-    def _fail(run: TrackedRun, reason: str, killed: bool = False) -> None:
-        try:
-            run.fail(reason, killed)
-        except Exception as err:  # the store itself may be what failed; the next attempt closes the run
-            say(f"warning: could not mark run {run.run_id} as ended ({type(err).__name__}); it stays RUNNING until then")
 
-    @staticmethod
-    def _config_is_bad(err: BaseException) -> bool:
-        """Failures that would repeat themselves from the checkpoint: bad input, a diverging loss."""
-        return isinstance(err, (UserError, Diverged))
+def _fail(run: TrackedRun, reason: str, killed: bool = False) -> None:
+    try:
+        run.fail(reason, killed)
+    except Exception as err:  # the store itself may be what failed; the next attempt closes the run
+        say(f"warning: could not mark run {run.run_id} as ended ({type(err).__name__}); it stays RUNNING until then")
+
+
+# ----- a run's facts, name and params -----
+
+
+def identity_facts(spec: RunSpec, launch: Launch, job: Job) -> RunFacts:
+    """What a run of this job is, whenever it is made: identity, code, study record, trial."""
+    settings, study = spec.settings, spec.settings.study
+    facts = RunFacts(fingerprint=job.fingerprint, settings=settings_id(spec.values), overrides=tuple(launch.overrides),
+                     sweep_id=launch.sweep_id, commit=job.commit, study_name=study.name)
+    search = settings.search
+    if search.trial is not None:
+        facts = facts | RunFacts(trial=Trial(search.trial, search.name, search.study))
+    if study.name and study.readings:
+        facts = facts | RunFacts(study=record(study, [*launch.config_args, *sweep_command(launch.overrides, study)]))
+    return facts
+
+
+def where_facts(hardware: Hardware) -> RunFacts:
+    """Where this process trains the run: host, process, device and processor, threads, Slurm job."""
+    slurm = None
+    if os.environ.get("SLURM_JOB_ID"):
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        slurm = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
+    return RunFacts(host=socket.gethostname(), pid=os.getpid(), device=hardware.device, processor=hardware.processor,
+                    threads=torch.get_num_threads(), slurm_job=slurm)
+
+
+def name_of(launch: Launch, study: StudyConfig) -> str:
+    cells = [r.cell for r in readings(study)]
+    return varying_name(launch.overrides, launch.varying, cells) or run_name(launch.overrides)
+
+

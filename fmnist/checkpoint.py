@@ -79,16 +79,14 @@ def clean_partials(path: Path) -> list[Path]:
     return found
 
 
-def load(path: Path, fingerprint: str) -> Checkpoint:
-    """The checkpoint at `path`; CheckpointError if it is unreadable or belongs to another config."""
+def load(path: Path) -> Checkpoint:
+    """The checkpoint at `path`; CheckpointError if it is unreadable (whose configuration it is, its caller judges)."""
     try:
         raw = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # truncated, not a torch file, or holding objects we refuse to unpickle
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}); it will be ignored") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an fmnist checkpoint; it will be ignored")
-    if raw.get("fingerprint") != fingerprint:
-        raise CheckpointError(f"checkpoint {path} belongs to another configuration; it will be ignored")
     raw.pop("format")
     return Checkpoint(**raw)
 

@@ -11,6 +11,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fmnist.data import DataConfig
+from fmnist.device import Hardware, settle
 from fmnist.errors import ConfigError, require
 from fmnist.identity import fingerprint as fingerprint_of
 from fmnist.losses import LOSSES, LossConfig
@@ -31,6 +32,16 @@ OPTION_GROUPS = {"model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS, "sche
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"  # relative SQLite paths are taken from the launch folder
     experiment: str = "fmnist"
+
+
+@dataclass
+class LaunchConfig:
+    """Set by fmnist's sweeper on every job of a multirun, never by hand: the sweep the job belongs to, its parent run, and
+    the keys whose values differ between the sweep's jobs (what names a job's run). A single run has none."""
+
+    sweep_id: str | None = None
+    parent_run_id: str | None = None
+    varying: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +69,7 @@ class Config:
     rerun_on_code_change: bool = False  # a finished run made by another git commit does not count as done
     lease_seconds: float = 60.0  # a job whose owner has not renewed its lease for this long is taken over
     allow_emulated_bf16: bool = False  # let a study sweep run in bf16 on a CPU that only emulates it (several times slower)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def __post_init__(self):
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
@@ -91,24 +103,24 @@ def validate(cfg: DictConfig) -> Config:
 
 @dataclass
 class RunSpec:
-    """One run's configuration, turned from Hydra's once: the checked dataclasses, and the same as plain resolved
-    values (what is logged, written to config.yaml and fingerprinted). Nothing past this point knows omegaconf."""
+    """One run's configuration, turned from Hydra's once: the checked dataclasses, the same as plain resolved values
+    (what is logged, written to config.yaml and fingerprinted), and the device and precision it trains in, settled here
+    once (`precision=auto` becomes what the run really does, in both views). Nothing past this point knows omegaconf."""
 
     settings: Config
     values: dict
+    hardware: Hardware
 
     @property
     def fingerprint(self) -> str:
         """Same semantic config, same fingerprint: a run asked for twice is recognisable."""
         return fingerprint_of(self.values)
 
-    def settle_precision(self, precision: str) -> None:
-        """`precision=auto` becomes what the run really trains in, in both views."""
-        self.settings.precision = precision
-        self.values["precision"] = precision
-
 
 def run_spec(cfg: DictConfig) -> RunSpec:
-    """The composed config as a RunSpec; raises ConfigError with one clear sentence."""
+    """The composed config as a RunSpec, its device and precision settled; raises ConfigError with one clear sentence."""
     settings = validate(cfg)
-    return RunSpec(settings, OmegaConf.to_container(cfg, resolve=True))
+    values = OmegaConf.to_container(cfg, resolve=True)
+    hardware = settle(settings.device, settings.precision)
+    settings.precision = values["precision"] = hardware.precision
+    return RunSpec(settings, values, hardware)

@@ -52,6 +52,28 @@ def cpu_facts() -> CpuFacts:
     return CpuFacts(capability, bool(hardware and allowed))
 
 
+@dataclass(frozen=True)
+class Hardware:
+    """Where a run trains and in what, settled once: its device, its precision, the processor class, and why (one line)."""
+
+    device: str  # cpu, cuda, mps
+    precision: str  # fp32 or bf16
+    processor: str  # the CPU's class (vector code, bf16 native or emulated) or the GPU's name
+    why: str = ""  # said at the start where `auto` chose, or where the choice is a poor one here
+
+
+def settle(device: str, precision: str) -> Hardware:
+    """The device and precision a run asks for, as they will be: ConfigError where they cannot be."""
+    where = pick_device(device)
+    chosen, why = choose_precision(precision, where)
+    processor = torch.cuda.get_device_name(where) if where.type == "cuda" else cpu_facts().describe() if where.type == "cpu" else where.type
+    if why and precision == "auto":
+        why = f"precision=auto: {chosen}, because {why}"
+    elif why:
+        why = f"precision={precision}: {why}"
+    return Hardware(where.type, chosen, processor, why)
+
+
 def choose_precision(requested: str, device: torch.device, cpu: CpuFacts | None = None) -> tuple[str, str]:
     """(precision, why): `auto` becomes bf16 where the device does it natively, else fp32; bf16 is checked."""
     if device.type == "cuda":

@@ -133,6 +133,7 @@ class Evidence:
     outcome: Outcome
     margin: float
     design: SeedsDesign | None
+    comparisons: list[Comparison] = field(default_factory=list)  # what the design was given: each cell against the baseline
 
     @property
     def chosen(self) -> list[str]:
@@ -209,4 +210,4 @@ def evidence(results: list[Result], record: StudyRecord, strict: bool = False, m
         comparisons.append(comparison(COMBINED, base, cells[COMBINED]))
     outcome = decide(comparisons, design, margin, record.effect)
     return Evidence(results[-1].model, record, cells, [c for c in order if c in cells] + sorted(set(cells) - set(order)), factors,
-                    picks, outcome, margin, design)
+                    picks, outcome, margin, design, comparisons)

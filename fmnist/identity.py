@@ -14,7 +14,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Keys that change where or how a run is recorded, not what it computes. Of the study node only the
 # readings and test_at count: they decide which test evaluations a run makes and which cells it stands for.
 NON_SEMANTIC = ("tracking", "device", "progress", "threads", "force", "checkpoint_dir", "data.root", "data.download", "exports",
-                "rerun_on_code_change", "lease_seconds", "allow_emulated_bf16")
+                "rerun_on_code_change", "lease_seconds", "allow_emulated_bf16", "launch")
 STUDY_SEMANTIC = ("study.readings", "study.test_at")
 # Within a cell, runs differ in their seed and in which cells they also stand for; nothing else.
 PER_RUN = ("seed", "study.readings")
@@ -53,6 +53,14 @@ def applied(flat: dict[str, object]) -> dict[str, object]:
     """Without the settings of augmentations the run does not apply (`transform.<name>.<setting>`, name not in transform.augment)."""
     used = set(flat.get("transform.augment") or [])
     return {k: v for k, v in flat.items() if not (k.startswith("transform.") and k.count(".") == 2 and k.split(".")[1] not in used)}
+
+
+def run_params(config: dict) -> dict[str, object]:
+    """A run's MLflow params: the flattened config; of the study node only what places the run (its name and readings),
+    of the search its name and trial; nothing of `launch`."""
+    keep = ("study.name", "search.name", "search.trial")
+    return {k: v for k, v in applied(flatten(config)).items()
+            if not k.startswith(("study.", "search.", "launch.")) or is_semantic(k) or k in keep}
 
 
 def _digest(params: dict[str, object]) -> str:

@@ -13,12 +13,11 @@ import torch
 
 from fmnist import checkpoint
 from fmnist.artifacts import write_artifacts, write_predictions
-from fmnist.bookkeeping import Bookkeeping, Launch, TrialOutcome, say
+from fmnist.bookkeeping import Bookkeeping, Launch, Skip, TrialOutcome, say
 from fmnist.config import Config, RunSpec
 from fmnist.data import DataConfig, Dataset, load_dataset, split_digest
-from fmnist.device import choose_precision, pick_device
 from fmnist.engine import EpochResult, Evaluation, evaluate, fit
-from fmnist.lease import Lease, LeaseLost
+from fmnist.lease import Lease
 from fmnist.losses import build_loss
 from fmnist.models import build_model
 from fmnist.optimizers import build_optimizer
@@ -32,25 +31,21 @@ __all__ = ["Launch", "train"]
 
 def train(spec: RunSpec, launch: Launch) -> float | None:
     """Skip, resume or train one configuration (checked by `config.run_spec`); log everything. Returns the test accuracy."""
-    settings = spec.settings
-    device = pick_device(settings.device)
-    resolve_precision(spec, device)
+    if spec.hardware.why:
+        say(spec.hardware.why)
     book = Bookkeeping(spec, launch)  # an unreachable or damaged store stops here
     try:
-        return _train(spec, launch, device, book)
-    except LeaseLost as err:
-        book.record("lost", reason=str(err)[:2000])  # another process holds the job now: not a failure of the job
-        raise
+        return _train(spec, launch, book)
     except BaseException as err:
-        book.record("failed", reason=f"{type(err).__name__}: {err}"[:2000])
+        if not book.closed:  # failed before a run was opened (data, lease), or how it ended could not be recorded
+            book.close(None, err)
         raise
 
 
-def _train(spec: RunSpec, launch: Launch, device: torch.device, book: Bookkeeping) -> float | None:
-    settings = spec.settings
-    skip = book.finished()
-    if skip:
-        book.record("skipped", skip.run_id, where=skip.where)
+def _train(spec: RunSpec, launch: Launch, book: Bookkeeping) -> float | None:
+    settings, device = spec.settings, torch.device(spec.hardware.device)
+    skip = book.begin()
+    if skip is not None:
         return skip.outcome
     data, inputs = dataset(settings.data)  # missing or corrupt data stops here
     data = data.to(device)
@@ -58,46 +53,23 @@ def _train(spec: RunSpec, launch: Launch, device: torch.device, book: Bookkeepin
         torch.set_num_threads(settings.threads or launch.default_threads)
 
     with book.lease:  # a live copy of this job elsewhere stops here
-        skip = book.finished()  # it may have finished while this copy was starting
-        if skip:
-            book.record("skipped", skip.run_id, where=skip.where)
-            return skip.outcome
-        resume = book.resumable()
-        if resume is not None and (problem := misfit(resume, settings, device)):
-            say(f"warning: {problem}; it is deleted and the job starts afresh in a new run")
-            book.checkpoint_path.unlink(missing_ok=True)
-            resume = None
-        run = book.open_run(resume, device)
+        taken = book.take(lambda saved: misfit(saved, settings, device), spec.hardware)
+        if isinstance(taken, Skip):  # it finished while this copy was starting
+            return taken.outcome
+        run, resume = taken
         if resume is None:
             run.log_datasets(inputs)
         try:
-            outcome = Training(spec, data, device, run, book.checkpoint_path, book.fp, book.lease).run(resume)
+            outcome = Training(spec, data, device, run, book.checkpoint_path, book.job.fingerprint, book.lease).run(resume)
         except Pruned as err:
             say(f"trial {settings.search.trial}: {err}")
-            book.ended(run, None, pruned=str(err))
-            book.record("pruned", run.run_id)
+            book.close(run, None, pruned=str(err))
             return TrialOutcome(settings.search.trial, "pruned", run.run_id)
         except BaseException as err:
-            book.ended(run, err)
+            book.close(run, err)
             raise
-        book.ended(run, None)
-    book.record("resumed" if resume else "trained", run.run_id)
+        book.close(run, None, resumed=resume is not None)  # under the lease: a copy that lost the job does not finish it
     return outcome
-
-
-def resolve_precision(spec: RunSpec, device: torch.device) -> None:
-    """The precision the run trains in, said in one line where it was chosen or is a poor choice here.
-
-    `auto` is replaced in the spec itself, so the run's params and fingerprint name what it really did:
-    a bf16 run and an fp32 run are never taken for one another, nor pooled in one study cell.
-    """
-    requested = spec.settings.precision
-    precision, why = choose_precision(requested, device)
-    if requested == "auto":
-        say(f"precision=auto: {precision}, because {why}")
-        spec.settle_precision(precision)
-    elif why:
-        say(f"precision={requested}: {why}")
 
 
 def misfit(resume: checkpoint.Checkpoint, settings: Config, device: torch.device) -> str | None:

@@ -14,7 +14,13 @@ not move (or at once if the holder is a process of this host that no longer exis
 lease). The heartbeat retries a failed renewal; if it has not renewed for half of `stale_after` it
 marks the lease lost, and the owner stops at its next step with its checkpoint kept, before another
 process could judge it gone. The owner checks the files again before every checkpoint, metric log
-and finish (`check`).
+and finish (`check`), and refuses to write once its last renewal is older than half the lease even if
+nobody has taken over yet: an owner paused past its lease cannot act on a stale belief.
+
+Generations only grow. Releasing a lease writes a *tombstone*, the next generation marked released, so
+an owner paused between its check and its renewal that then re-creates its old generation's file (the
+renewal replaces the file whole) still finds a newer generation above it: a finished job's lease can
+never be taken back.
 """
 
 import json
@@ -37,12 +43,19 @@ class LeaseLost(RuntimeError):
     """This process no longer holds the job's lease (taken over, or its heartbeat could not be renewed)."""
 
 
+RELEASED = "released"  # the token of a tombstone generation
+
+
 @dataclass
 class Holder:
     host: str
     pid: int
     token: str
     beat: int = 0  # renewals so far: a taker watches it move
+
+    @property
+    def released(self) -> bool:
+        return self.token == RELEASED
 
     def alive_here(self) -> bool:
         """False only for a process of this host that no longer exists."""
@@ -69,6 +82,7 @@ class Lease:
         self.wait = wait  # how long to keep trying while a live owner holds it
         self.me = Holder(socket.gethostname(), os.getpid(), uuid.uuid4().hex)
         self.generation: int | None = None
+        self.renewed = 0.0  # time.monotonic() of this holder's last renewal (or taking it)
         self.lost = threading.Event()
         self.reason = ""
         self._stop = threading.Event()
@@ -95,10 +109,10 @@ class Lease:
         except (OSError, ValueError, TypeError):
             return None
 
-    def _write_new(self, generation: int) -> bool:
-        """Create `generation`'s file with this holder in it, whole; False if it already exists."""
+    def _write_new(self, generation: int, holder: Holder | None = None) -> bool:
+        """Create `generation`'s file with this holder (or `holder`) in it, whole; False if it already exists."""
         temporary = self.path.with_name(f"{self.path.name}.{self.me.token}.partial")
-        temporary.write_text(json.dumps(asdict(self.me)))
+        temporary.write_text(json.dumps(asdict(holder or self.me)))
         try:
             os.link(temporary, self._file(generation))
             return True
@@ -112,6 +126,7 @@ class Lease:
         temporary = self.path.with_name(f"{self.path.name}.{self.me.token}.partial")
         temporary.write_text(json.dumps(asdict(self.me)))
         os.replace(temporary, self._file(self.generation))
+        self.renewed = time.monotonic()
 
     def _still_mine(self) -> bool:
         found = self.generations()
@@ -146,7 +161,8 @@ class Lease:
             raise UserError(f"cannot write in the checkpoint folder {self.path.parent} ({err.strerror or err}); "
                             "set checkpoint_dir to a writable folder") from None
         self.generation = current + 1
-        for old in found:  # generations before ours are history
+        self.renewed = time.monotonic()
+        for old in found:  # generations before ours are history (a tombstone too)
             self._file(old).unlink(missing_ok=True)
         self._thread = threading.Thread(target=self._heartbeat, name="fmnist-lease", daemon=True)
         self._thread.start()
@@ -154,7 +170,7 @@ class Lease:
     def _wait_out(self, generation: int) -> None:
         """Return when `generation`'s holder is gone; raise Busy if it shows it is alive, or someone else takes over."""
         holder = self._read(generation)
-        if holder is not None and not holder.alive_here():
+        if holder is not None and (holder.released or not holder.alive_here()):
             return
         seen = self._file_state(generation)
         if seen is None:
@@ -213,7 +229,11 @@ class Lease:
             raise LeaseLost(f"{self.reason}; this copy stops without touching its run (its checkpoint is kept)")
 
     def check(self) -> None:
-        """Raise LeaseLost unless this process still holds the lease (the files are read again)."""
+        """Raise LeaseLost unless this process still holds the lease: the files are read again, and a lease whose last
+        renewal is older than half `stale_after` (this process was paused, or its heartbeat starved) is not trusted."""
+        silent = time.monotonic() - self.renewed
+        if not self.lost.is_set() and silent > self.stale_after / 2:
+            self._lose(f"the lease {self.path} was last renewed {silent:.1f} s ago (this process was paused or starved)")
         if not self.lost.is_set():
             try:
                 mine = self._still_mine()
@@ -226,14 +246,18 @@ class Lease:
             raise LeaseLost(f"{self.reason}; this copy stops without touching its run (its checkpoint is kept)")
 
     def release(self) -> None:
-        """Stop the heartbeat and remove the lease files, if they are still this process's."""
+        """Stop the heartbeat and, if the lease is still this process's, end it with a tombstone (the next generation,
+        marked released) and remove the generations below it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         try:
             if self.generation is not None and self._still_mine():
-                for generation in self.generations():
-                    self._file(generation).unlink(missing_ok=True)
+                tombstone = Holder(self.me.host, self.me.pid, RELEASED, self.me.beat)
+                if self._write_new(self.generation + 1, tombstone):
+                    for generation in self.generations():
+                        if generation <= self.generation:
+                            self._file(generation).unlink(missing_ok=True)
         except OSError:
             pass  # a lease left behind is taken over like a silent one
 

@@ -1,24 +1,21 @@
 """Train one configuration and record it in MLflow: `python -m fmnist.run [overrides]`, `-m` to sweep.
 
-The only module (with its callback) that knows Hydra: it turns Hydra's runtime facts into a
-`Launch` and hands the composed config to `fmnist.job`.
+With the sweeper (hydra_plugins/fmnist_study_sweeper), the only module that knows Hydra: it turns the
+composed config into a `RunSpec` and Hydra's runtime facts (and the sweeper's `launch.*` values) into a
+`Launch`, and hands both to `fmnist.job`. A multirun's parent run belongs to the sweeper.
 """
 
 import dataclasses
-import hashlib
 import os
 import re
 import signal
 import sys
-import time
 from pathlib import Path
 
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException, ConfigCompositionException, MissingConfigException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -29,28 +26,9 @@ from fmnist.engine import Diverged
 from fmnist.errors import UserError
 from fmnist.job import train
 from fmnist.lease import LeaseLost
-from fmnist.sweep import OPEN_SWEEP, Sweep, close_parent
-from fmnist.tracking import Tracker, credentials_from_environment, refuse_credentials, resolve_uri
-
-SWEEP_ENV = "FMNIST_SWEEP_ID"  # set by the launching process; jobs in other processes (joblib, submitit, Slurm) inherit it
-
-
-def new_sweep_id() -> str:
-    return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{hashlib.sha1(str(time.time_ns()).encode()).hexdigest()[:6]}"
-
-
-def sweep_id(hydra_cfg) -> str:
-    """Shared by the jobs of one launch of a multirun; a single run gets one of its own."""
-    if hydra_cfg.mode == RunMode.MULTIRUN and os.environ.get(SWEEP_ENV):
-        return os.environ[SWEEP_ENV]
-    return new_sweep_id()
-
-
-def varying_keys(config: DictConfig) -> list[str]:
-    """The override keys whose values differ between a multirun's jobs (and `cell`, for a study)."""
-    overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-    keys = [o.key_or_group for o in overrides if o.is_sweep_override()]
-    return (["cell"] if "fmnist_study" in str(config.hydra.sweeper.get("_target_", "")) else []) + keys
+from fmnist.study import override_key
+from fmnist.sweep import new_sweep_id
+from fmnist.tracking import credentials_from_environment, refuse_credentials
 
 
 def config_args(hydra_cfg) -> list[str]:
@@ -72,20 +50,6 @@ def threads_per_job(launcher_cfg) -> int | None:
     return None
 
 
-class PrepareStore(Callback):
-    """Creates the store, the experiment and the sweep's parent run once, before parallel jobs start."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        uri = resolve_uri(config.tracking.uri, Path(config.hydra.runtime.cwd))
-        tracker = Tracker(uri, config.tracking.experiment)
-        os.environ[SWEEP_ENV] = new_sweep_id()
-        sweep = Sweep(os.environ[SWEEP_ENV], list(config.hydra.overrides.task), varying_keys(config),
-                      str(config.hydra.launcher.get("_target_", "")), config.study.name)
-        # Kept in fmnist.sweep: Hydra imports this module anew for the callback, beside `__main__`. The parent run
-        # opens when the sweeper has checked every job (open_sweep_parent), so bad input leaves no run behind.
-        OPEN_SWEEP.update(tracker=tracker, sweep=sweep)
-
-
 def stop_on_sigterm(signum, frame):
     raise Terminated(f"received signal {signum}")
 
@@ -102,9 +66,11 @@ def main(cfg: DictConfig) -> float | None:
         # submitit takes for the job's outcome.
         signal.signal(signal.SIGTERM, stop_on_sigterm)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    told = cfg.launch  # what the sweeper told this job of its sweep
     launch = Launch(
-        list(hydra_cfg.overrides.task), sweep_id(hydra_cfg), Path(hydra_cfg.runtime.cwd), threads_per_job(hydra_cfg.launcher),
-        config_args(hydra_cfg), hydra_cfg.job.num if multirun else None,
+        [o for o in hydra_cfg.overrides.task if not override_key(o).startswith("launch.")], told.sweep_id or new_sweep_id(),
+        Path(hydra_cfg.runtime.cwd), threads_per_job(hydra_cfg.launcher), config_args(hydra_cfg), hydra_cfg.job.num if multirun else None,
+        told.parent_run_id, list(told.varying),
     )
     try:
         return train(run_spec(cfg), launch)
@@ -174,29 +140,17 @@ def cli() -> None:
         keep_credentials_out(sys.argv[1:])
     except UserError as err:
         sys.exit(f"error: {err}")
-    interrupted = raised = False
     try:
         main()
-    except (KeyboardInterrupt, SystemExit) as err:
-        interrupted = isinstance(err, KeyboardInterrupt) or "interrupted" in str(err.code)
-        raised = True
-        raise
     except LeaseLost as err:
-        raised = True
         sys.exit(f"stopped: {err}")
     except (UserError, Diverged) as err:
-        raised = True
         sys.exit(f"error: {err}")
     except Exception as err:
-        raised = True
         message = explain(err)
         if message is None:
             raise
         sys.exit(f"error: {message}")
-    finally:
-        if OPEN_SWEEP.get("parent"):
-            close_parent(OPEN_SWEEP["tracker"], OPEN_SWEEP["parent"], interrupted, raised)
-        OPEN_SWEEP.clear()
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -227,9 +227,13 @@ def conditional_power(t: float, n: int, looks: tuple[int, ...], theta: float, z_
     return float(scipy_stats.norm.cdf((abs(t) * math.sqrt(n) + theta * (big - n) - z_final * math.sqrt(big)) / math.sqrt(big - n)))
 
 
-@functools.cache
 def futility_bounds(looks: tuple[int, ...], theta: float, cells: int, alpha: float = ALPHA) -> tuple[float, ...]:
     """Per look, the |t| below which a cell stops for futility (the last look: 0, it ends there anyway)."""
+    return _futility_bounds(looks, theta, cells, alpha, NULL_DRAWS)
+
+
+@functools.cache
+def _futility_bounds(looks: tuple[int, ...], theta: float, cells: int, alpha: float, draws: int) -> tuple[float, ...]:
     big, k_last = looks[-1], len(looks) - 1
     spent = np.zeros(len(looks))
     paths = np.concatenate(list(_t_paths(looks, theta, PLAN_DRAWS, PLAN_SEED)))
@@ -260,6 +264,7 @@ class Rule:
     margin: float  # points: equivalence within +-margin
     cells: int  # the family: Holm's m, fixed by the study's cells (a combined cell counts when the study can have one)
     alpha: float = ALPHA
+    stopping: bool = True  # False (secondary comparisons): no futility stops, the null without them
 
     @property
     def looks(self) -> tuple[int, ...]:
@@ -270,10 +275,12 @@ class Rule:
         return self.effect / self.design.sd
 
     def bounds(self) -> tuple[float, ...]:
+        if not self.stopping:
+            return (0.0,) * len(self.looks)
         return futility_bounds(self.looks, round(self.theta, 9), self.cells, self.alpha)
 
     def efficacy(self) -> NullDistribution:
-        return efficacy_null(self.looks, self.bounds())
+        return efficacy_null(self.looks, self.bounds() if self.stopping else None)
 
     def nominal(self, level: float, look: int, binding: bool = True) -> float:
         """The plain p look `look` (0-based) must reach for the sequential p-value to be <= level."""
@@ -301,7 +308,7 @@ def holm(p: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Replayed:
-    """The rule's outcome per (table, cell), and how far each table got."""
+    """The rule's outcome per (table, cell), and how far each table got; `replay` fills it stage by stage."""
 
     verdict: np.ndarray  # codes (OPEN ...)
     stage: np.ndarray  # the stage that decided or stopped it; 0: none
@@ -315,6 +322,54 @@ class Replayed:
     stages_done: np.ndarray  # (tables,)
     running: np.ndarray  # still getting seeds
     least: np.ndarray  # weighted minimum p so far (inf: no look yet)
+    least_tost: np.ndarray
+    waiting: np.ndarray  # (tables,): a stage without all its seeds; the table waits there
+
+    @classmethod
+    def start(cls, tables: int, cells: int, running: np.ndarray | None) -> "Replayed":
+        shape = (tables, cells)
+        zeros, ones, inf = (lambda: np.zeros(shape, int)), (lambda: np.ones(shape)), (lambda: np.full(shape, np.inf))
+        alive = np.ones(shape, dtype=bool) if running is None else running.copy()
+        return cls(zeros(), zeros(), zeros(), np.zeros(shape), np.zeros(shape), ones(), ones(), ones(), ones(), np.zeros(tables, int),
+                   alive, inf(), inf(), np.zeros(tables, dtype=bool))
+
+    def due(self, looking: np.ndarray, need: np.ndarray, have: np.ndarray, wait: bool) -> np.ndarray:
+        """The cells that take a look this stage; a table waits if one of them lacks its seeds (else that cell just skips)."""
+        due = self.running & looking[None, :] & ~self.waiting[:, None]
+        lacking = due & (have < need)[None, :]
+        if wait:
+            self.waiting |= lacking.any(axis=1)
+        return due & ~self.waiting[:, None] & ~lacking
+
+    def look(self, due, need, k, totals, w, margin, identical_through, stage) -> None:
+        """Each due cell's paired t at its look: mean, t, and its weighted minimum p so far (efficacy and TOST)."""
+        m, t, p, p_tost = _look_stats(*totals, np.maximum(need, 1)[None, :], margin)
+        self.n, self.mean, self.t = np.where(due, need, self.n), np.where(due, m, self.mean), np.where(due, t, self.t)
+        self.least = np.where(due, np.minimum(self.least, p / w[k]), self.least)
+        self.least_tost = np.where(due, np.minimum(self.least_tost, p_tost / w[k]), self.least_tost)
+        self._end(due & (identical_through >= need[None, :]), IDENTICAL, stage)
+
+    def test(self, rule: Rule, live: np.ndarray, efficacy: NullDistribution, tost: NullDistribution, stage: int) -> None:
+        """Holm over the table on every cell's sequential p-values; a running cell is decided where they allow."""
+        q, q_tost = efficacy.p_value(self.least), tost.p_value(self.least_tost)
+        for target, value in ((self.q, q), (self.q_holm, holm(q)), (self.q_tost, q_tost), (self.q_tost_holm, holm(q_tost))):
+            target[live] = value[live]
+        candidates = self.running & live[:, None]
+        equivalent = candidates & (self.q_tost_holm < rule.alpha)
+        rejected = candidates & ~equivalent & (self.q_holm < rule.alpha)
+        self._end(equivalent, EQUIVALENT, stage)
+        self._end(rejected & (self.mean > 0), BETTER, stage)
+        self._end(rejected & (self.mean <= 0), WORSE, stage)
+
+    def stop(self, due, k, k_last, bounds, stage) -> None:
+        """Futility at a look but the last (|t| below its bound); undecided at the last."""
+        self._end(due & self.running & (k < k_last)[None, :] & (np.abs(self.t) < np.array(bounds)[np.clip(k, 0, k_last)][None, :]),
+                  FUTILE, stage)
+        self._end(due & self.running & (k == k_last)[None, :], UNDECIDED, stage)
+
+    def _end(self, where: np.ndarray, verdict: int, stage: int) -> None:
+        self.verdict[where], self.stage[where] = verdict, stage
+        self.running &= ~where
 
 
 def _look_stats(sums, squares, n, margin):
@@ -333,66 +388,35 @@ def _look_stats(sums, squares, n, margin):
 
 
 def replay(rule: Rule, diffs: np.ndarray, have: np.ndarray, identical_through: np.ndarray, lag: np.ndarray,
-           running: np.ndarray | None = None) -> Replayed:
+           running: np.ndarray | None = None, wait: bool = True) -> Replayed:
     """The rule, stage by stage, on (tables, cells, seeds) differences in points.
 
     have (cells,): paired seeds at hand per cell (later entries of `diffs` are ignored); identical_through
     (tables, cells): how many leading seeds made the baseline's very predictions; lag (cells,): stages a
     cell starts late (the combined cell: 1); running (tables, cells): cells in the design at all (default all).
-    A table stops at the first stage some running cell lacks seeds for.
+    A table stops at the first stage some running cell lacks seeds for (`wait=False`: such a cell just takes no more looks).
     """
-    tables, cells, _ = diffs.shape
-    looks, w, bounds = np.array(rule.looks), weights(rule.looks), rule.bounds()
-    efficacy, tost = rule.efficacy(), tost_null(rule.looks)
-    k_last = len(looks) - 1
-    sums, squares = np.cumsum(np.nan_to_num(diffs), axis=2), np.cumsum(np.nan_to_num(diffs) ** 2, axis=2)
-    shape = (tables, cells)
-    verdict, stage, n = np.zeros(shape, int), np.zeros(shape, int), np.zeros(shape, int)
-    mean, t = np.zeros(shape), np.zeros(shape)
-    least, least_tost = np.full(shape, np.inf), np.full(shape, np.inf)
-    q, q_holm, q_tost, q_tost_holm = (np.ones(shape) for _ in range(4))
-    running = np.ones(shape, dtype=bool) if running is None else running.copy()
-    waiting = np.zeros(tables, dtype=bool)  # a stage without all its seeds: the table waits there
-    stages_done = np.zeros(tables, int)
-    for s in range(1, len(looks) + int(lag.max(initial=0)) + 1):
-        k = s - 1 - lag
+    tables, cells, width = diffs.shape
+    looks, w, k_last = np.array(rule.looks), weights(rule.looks), len(rule.looks) - 1
+    efficacy, tost, bounds = rule.efficacy(), tost_null(rule.looks), rule.bounds()
+    clean = np.nan_to_num(diffs)
+    sums, squares = np.cumsum(clean, axis=2), np.cumsum(clean**2, axis=2)
+    out = Replayed.start(tables, cells, running)
+    for stage in range(1, len(looks) + int(lag.max(initial=0)) + 1):
+        k = stage - 1 - lag
         looking = (k >= 0) & (k <= k_last)
         need = np.where(looking, looks[np.clip(k, 0, k_last)], 0)
-        due = running & looking[None, :] & ~waiting[:, None]
-        waiting |= (due & (have < need)[None, :]).any(axis=1)
-        due &= ~waiting[:, None]
+        due = out.due(looking, need, have, wait)
         if not due.any():
             continue
-        index = np.broadcast_to(np.clip(need - 1, 0, diffs.shape[2] - 1)[None, :, None], (tables, cells, 1))
-        total, square = (np.take_along_axis(a, index, axis=2)[..., 0] for a in (sums, squares))
-        m, tk, p, p_tost = _look_stats(total, square, np.maximum(need, 1)[None, :], rule.margin)
-        kk = np.clip(k, 0, k_last)
-        n, mean, t = np.where(due, need, n), np.where(due, m, mean), np.where(due, tk, t)
-        least = np.where(due, np.minimum(least, p / w[kk]), least)
-        least_tost = np.where(due, np.minimum(least_tost, p_tost / w[kk]), least_tost)
-        same = due & (identical_through >= need[None, :])
-        verdict[same], stage[same] = IDENTICAL, s
-        running &= ~same
-        took = due.any(axis=1)
-        live = ~waiting & took
-        q_now, q_tost_now = efficacy.p_value(least), tost.p_value(least_tost)
-        holm_now, tost_holm_now = holm(q_now), holm(q_tost_now)
-        for target, value in ((q, q_now), (q_holm, holm_now), (q_tost, q_tost_now), (q_tost_holm, tost_holm_now)):
-            target[live] = value[live]
-        candidates = running & live[:, None]
-        equivalent = candidates & (q_tost_holm < rule.alpha)
-        rejected = candidates & ~equivalent & (q_holm < rule.alpha)
-        verdict[equivalent] = EQUIVALENT
-        verdict[rejected] = np.where(mean[rejected] > 0, BETTER, WORSE)
-        stage[equivalent | rejected] = s
-        running &= ~(equivalent | rejected)
-        futile = due & running & (k < k_last)[None, :] & (np.abs(t) < np.array(bounds)[kk][None, :])
-        ended = due & running & (k == k_last)[None, :]
-        verdict[futile], verdict[ended] = FUTILE, UNDECIDED
-        stage[futile | ended] = s
-        running &= ~(futile | ended)
-        stages_done[live] = s
-    return Replayed(verdict, stage, n, mean, t, q, q_holm, q_tost, q_tost_holm, stages_done, running, least)
+        index = np.broadcast_to(np.clip(need - 1, 0, width - 1)[None, :, None], (tables, cells, 1))
+        totals = [np.take_along_axis(a, index, axis=2)[..., 0] for a in (sums, squares)]
+        out.look(due, need, np.clip(k, 0, k_last), totals, w, rule.margin, identical_through, stage)
+        live = ~out.waiting & due.any(axis=1)
+        out.test(rule, live, efficacy, tost, stage)
+        out.stop(due, k, k_last, bounds, stage)
+        out.stages_done[live] = stage
+    return out
 
 
 def rci_bounds(rule: Rule, diffs: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -598,37 +622,23 @@ def _fixed_seeds(effect: float, sd: float, level: float) -> int | None:
 
 
 def _read_only(comparisons: list[Comparison], rule: Rule) -> Outcome:
-    """Every look each comparison's seeds reach, the null without stops, Holm at each look; verdicts only."""
-    looks, w = rule.looks, weights(rule.looks)
-    efficacy, tost = efficacy_null(looks, None), tost_null(looks)
-    least = {c.name: math.inf for c in comparisons}
-    least_tost = dict(least)
-    decisions = {c.name: Decision("too few seeds") for c in comparisons}
-    for k, n in enumerate(looks):
-        due = [c for c in comparisons if len(c.diffs) >= n and decisions[c.name].verdict not in DECIDED]
-        if not due:
-            break
-        for c in due:
-            x = stats.paired_t(c.diffs[:n], rule.margin)
-            least[c.name], least_tost[c.name] = min(least[c.name], x.p / w[k]), min(least_tost[c.name], x.p_tost / w[k])
-            decisions[c.name].n = n
-        names = [c.name for c in comparisons if decisions[c.name].n]
-        q = efficacy.p_value([least[x] for x in names])
-        q_tost = tost.p_value([least_tost[x] for x in names])
-        for name, qi, qh, qt, qth in zip(names, q, stats.holm(list(q)), q_tost, stats.holm(list(q_tost))):
-            d = decisions[name]
-            d.q, d.q_holm, d.q_tost, d.q_tost_holm = float(qi), float(qh), float(qt), float(qth)
-            if d.verdict in DECIDED:
-                continue
-            c = next(x for x in comparisons if x.name == name)
-            if qth < rule.alpha:
-                d.verdict, d.stage, d.reason = "equivalent", k + 1, f"within ±{rule.margin:g} points"
-            elif qh < rule.alpha:
-                d.verdict, d.stage = ("better" if sum(c.diffs[: d.n]) > 0 else "worse"), k + 1
-    for c in comparisons:
-        d = decisions[c.name]
-        if d.n >= 2:
-            d.rci = rci(c.diffs[: d.n], rule.nominal(rule.alpha, looks.index(d.n), binding=False))
+    """Every look each comparison's seeds reach, the null without stops, Holm at each stage; verdicts only."""
+    rule = replace(rule, stopping=False)
+    width = max([1, *(len(c.diffs) for c in comparisons)])
+    diffs = np.full((1, len(comparisons), width), np.nan)
+    for i, c in enumerate(comparisons):
+        diffs[0, i, : len(c.diffs)] = c.diffs
+    zero = np.zeros(len(comparisons), int)
+    done = replay(rule, diffs, np.array([len(c.diffs) for c in comparisons]), zero[None, :], zero, wait=False)
+    decisions = {}
+    for i, c in enumerate(comparisons):
+        n, verdict = int(done.n[0, i]), VERDICTS[done.verdict[0, i]]
+        d = Decision(verdict if verdict in DECIDED else "inconclusive" if n else "too few seeds", int(done.stage[0, i]) or None, n)
+        if n:
+            d.q, d.q_holm, d.q_tost, d.q_tost_holm = (float(x[0, i]) for x in (done.q, done.q_holm, done.q_tost, done.q_tost_holm))
+            d.rci = rci(c.diffs[:n], rule.nominal(rule.alpha, rule.looks.index(n), binding=False)) if n >= 2 else None
         if d.verdict not in DECIDED:
-            d.verdict = "inconclusive" if d.n else "too few seeds"
+            d.stage = None
+        d.reason = f"within ±{rule.margin:g} points" if d.verdict == "equivalent" else ""
+        decisions[c.name] = d
     return Outcome(decisions, rule, 0)

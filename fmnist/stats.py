@@ -7,7 +7,6 @@ test on the images of one seed pair is kept as a descriptive figure: it covers t
 test set only, not the randomness of training.
 """
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -82,30 +81,6 @@ def power_paired_t(n, diff: float, sd: float, level: float):
     towards = np.nan_to_num(scipy_stats.nct.sf(critical, df, shift), nan=1.0)
     away = np.nan_to_num(scipy_stats.nct.cdf(-critical, df, shift), nan=0.0)
     return towards + away
-
-
-def power_tost(n, sd: float, margin: float, level: float):
-    """Power of TOST at `level` (each one-sided test) within +-margin when the true difference is zero.
-
-    TOST shows equivalence when |mean| < margin - t * s / sqrt(n). The mean is N(0, sd^2/n), independent
-    of the sample SD s, so the power is the average over s of 2 Phi(margin sqrt(n) / sd - t u) - 1 where
-    positive (u = s / sd), taken at equally likely values of u.
-    """
-    n = np.atleast_1d(np.asarray(n, dtype=int))
-    if sd == 0:
-        return np.where(n >= 2, 1.0, 0.0)
-    u = _sd_ratios(int(n.max()))[n - 1]  # row df = n - 1
-    critical = scipy_stats.t.ppf(1 - level, n - 1)[:, None]
-    inside = 2 * scipy_stats.norm.cdf(margin * np.sqrt(n)[:, None] / sd - critical * u) - 1
-    return np.maximum(inside, 0).mean(axis=1)
-
-
-@functools.cache
-def _sd_ratios(most_df: int, points: int = 2000) -> np.ndarray:
-    """Row df: `points` equally likely values of s / sd for a sample SD on df degrees of freedom (row 0 unused)."""
-    df = np.arange(1, most_df + 1)[:, None]
-    rows = np.sqrt(scipy_stats.chi2.ppf((np.arange(points) + 0.5) / points, df) / df)
-    return np.vstack([np.zeros(points), rows])
 
 
 def seeds_for_power(power_of, target: float = 0.8, most: int = 50) -> int | None:

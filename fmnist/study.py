@@ -203,7 +203,7 @@ def check_command_line(study: StudyConfig, keys: list[str]) -> None:
 
 @dataclass(frozen=True)
 class StudyRecord:
-    """What a run knows of its study. `tracking` writes it with the run and reads it back; exports keep it."""
+    """What a run knows of its study: part of its ledger facts (fmnist.ledger writes and reads it with the run); exports keep it."""
 
     study: str
     table: str  # runs of one table share it (the settings of the baseline's run), whichever sweep made them

@@ -1,85 +1,66 @@
-"""A sweep is one parent run: the launching process opens it once every job is known valid, each job's run is
-its child (whatever launcher runs it), it records each job's outcome, and it ends FINISHED or FAILED by its jobs.
+"""A sweep is one parent run, owned by the process that launches it: opened once every job is known valid,
+each job's run its child (whatever launcher runs it), each job's outcome recorded on it, and closed FINISHED
+or FAILED by how its jobs ended. The launching process holds the `Sweep`; each job learns its sweep from the
+`launch.*` values the sweeper gives it (`job_overrides`), so nothing passes through globals or the environment.
 """
 
-import json
-import shlex
-from dataclasses import dataclass
+import hashlib
+import time
 
 from fmnist.identity import git_commit, is_semantic
+from fmnist.ledger import SweepFacts
 from fmnist.study import override_key
-from fmnist.tracking import (
-    FAILED_JOBS_TAG,
-    FINGERPRINT_TAG,
-    GIT_TAG,
-    JOB_TAG,
-    LAUNCHER_TAG,
-    PARENT_ID_TAG,
-    PARENT_TAG,
-    STUDY_TAG,
-    SWEEP_COMMAND_TAG,
-    SWEEP_TAG,
-    VARYING_TAG,
-    TrackedRun,
-    Tracker,
-)
-
-SUPERSEDED_TAG = "fmnist.superseded_by"  # on a run of a job that another run now stands for
-
-OPEN_SWEEP: dict = {}  # in the launching process: the tracker, the sweep and (once its jobs are known valid) its parent run
+from fmnist.tracking import TrackedRun, Tracker
 
 
-def open_sweep_parent() -> None:
-    """Open the multirun's parent run, once, when its sweeper has checked every job (a no-op outside a multirun)."""
-    if OPEN_SWEEP and "parent" not in OPEN_SWEEP:
-        OPEN_SWEEP["parent"] = open_parent(OPEN_SWEEP["tracker"], OPEN_SWEEP["sweep"])
+def new_sweep_id() -> str:
+    return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{hashlib.sha1(str(time.time_ns()).encode()).hexdigest()[:6]}"
 
 
-@dataclass
 class Sweep:
-    """What the launching process knows about a multirun: it opens the parent run and closes it."""
+    """One launch of a multirun, in the process that launches it."""
 
-    sweep_id: str
-    command: list[str]  # the overrides as typed, sweeps included (loss=ce,mse,nll)
-    varying: list[str]  # the keys whose values differ between the jobs
-    launcher: str
-    study: str | None
+    def __init__(self, tracker: Tracker, command: list[str], varying: list[str], launcher: str, study: str | None):
+        self.tracker = tracker
+        self.facts = SweepFacts(new_sweep_id(), tuple(command), tuple(varying), launcher, study, git_commit())
+        self.parent: TrackedRun | None = None
+
+    def open(self) -> None:
+        """The parent run, once, when the sweeper has checked every job (bad input leaves no run behind)."""
+        if self.parent is None:
+            self.parent = self.tracker.open_parent(sweep_name(self.facts), self.facts)
+
+    def job_overrides(self) -> list[str]:
+        """What each job is told of its sweep (config `launch`: not part of what a run computes)."""
+        varying = ",".join(f"'{key}'" for key in self.facts.varying)
+        parent = [f"launch.parent_run_id={self.parent.run_id}"] if self.parent else []
+        return [f"launch.sweep_id={self.facts.sweep_id}", *parent, f"launch.varying=[{varying}]"]
+
+    def close(self, interrupted: bool, raised: bool) -> None:
+        """FINISHED when every job finished or was skipped; else FAILED (KILLED if interrupted), saying how many failed."""
+        if self.parent is None:
+            return
+        record = self.tracker.get(self.parent.run_id)
+        lines = record.jobs if record else ()
+        failed = [line for line in lines if line.outcome == "failed"]
+        # Jobs, not runs: a job whose run another run superseded, or that finished in another run, did not fail.
+        children = self.tracker.children(self.parent.run_id)
+        finished = {r.facts.fingerprint for r in children if r.status == "FINISHED"}
+        unfinished = {r.facts.fingerprint for r in children if r.status != "FINISHED" and not r.facts.superseded_by} - finished
+        count = max(len(failed), len(unfinished), 1 if raised else 0)
+        if interrupted:
+            self.parent.fail(f"interrupted after {len(lines)} job(s) ended", killed=True)
+        elif count:
+            self.parent.fail(f"{count} of {max(len(lines), count)} job(s) failed", failed_jobs=count)
+        else:
+            self.parent.finish()
 
 
-def sweep_name(sweep: Sweep) -> str:
+def sweep_name(sweep: SweepFacts) -> str:
     """`sweep loss=ce,mse,nll model=mlp`: what varies first, then the settings the jobs share."""
     semantic = [o for o in sweep.command if is_semantic(override_key(o)) or override_key(o) == "study"]
     first = [o for o in semantic if override_key(o) in sweep.varying]
     return " ".join(["sweep", *first, *(o for o in semantic if o not in first)])
-
-
-def open_parent(tracker: Tracker, sweep: Sweep) -> TrackedRun:
-    tags = {
-        PARENT_TAG: "1", SWEEP_TAG: sweep.sweep_id, SWEEP_COMMAND_TAG: shlex.join(sweep.command),
-        VARYING_TAG: json.dumps(sweep.varying), LAUNCHER_TAG: sweep.launcher, GIT_TAG: git_commit(),
-    }
-    if sweep.study:
-        tags[STUDY_TAG] = sweep.study
-    return tracker.start_run(sweep_name(sweep), {}, tags)
-
-
-def close_parent(tracker: Tracker, parent: TrackedRun, interrupted: bool, raised: bool) -> None:
-    """FINISHED when every job finished or was skipped; else FAILED, saying how many jobs failed."""
-    record = tracker.get(parent.run_id)
-    outcomes = [json.loads(v) for k, v in record.tags.items() if k.startswith(JOB_TAG)] if record else []
-    failed = [o for o in outcomes if o["outcome"] == "failed"]
-    # Jobs, not runs: a job whose run another run superseded, or that finished in another run, did not fail.
-    children = tracker.runs(f"tags.`{PARENT_ID_TAG}` = '{parent.run_id}'")
-    finished = {r.tags.get(FINGERPRINT_TAG) for r in children if r.status == "FINISHED"}
-    unfinished = {r.tags.get(FINGERPRINT_TAG) for r in children if r.status != "FINISHED" and SUPERSEDED_TAG not in r.tags} - finished
-    count = max(len(failed), len(unfinished), 1 if raised else 0)
-    if interrupted:
-        parent.fail(f"interrupted after {len(outcomes)} job(s) ended", killed=True)
-    elif count:
-        parent.set_tags({FAILED_JOBS_TAG: str(count)})
-        parent.fail(f"{count} of {max(len(outcomes), count)} job(s) failed")
-    else:
-        parent.finish()
 
 
 def varying_name(overrides: list[str], varying: list[str], cells: list[str]) -> str:

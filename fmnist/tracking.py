@@ -1,4 +1,8 @@
-"""Everything that talks to MLflow lives here."""
+"""Everything that talks to MLflow lives here: the store, its queries (every filter string), runs' writes.
+
+Runs go in and come out as ledger values (fmnist.ledger): `RunRecord.facts` is what a run's tags say,
+decoded once; callers never see a tag or build a query.
+"""
 
 import functools
 import json
@@ -18,34 +22,11 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunS
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from fmnist import ledger
 from fmnist.errors import UserError
+from fmnist.ledger import JobLine, RunFacts, SweepFacts
 from fmnist.results import Result, Studied, predictions_digest
-from fmnist.study import StudyRecord
 
-# Tags every fmnist run carries.
-SWEEP_TAG = "fmnist.sweep_id"
-FINGERPRINT_TAG = "fmnist.fingerprint"
-FAILURE_TAG = "fmnist.failure"
-OVERRIDES_TAG = "fmnist.overrides"  # the command line that made the run (Hydra overrides)
-STUDY_TAG = "fmnist.study"  # the study a run belongs to (conf/study/<name>.yaml)
-RECORD_TAG = "fmnist.study_record"  # the run's StudyRecord: written by record_tags, read by study_record, nothing else
-# Written from the record for the UI's filters and columns, never read back:
-CELL_TAG = "fmnist.cell"  # the study cell the run stands for at its last epoch
-FACTOR_TAG = "fmnist.factor"
-LEVEL_TAG = "fmnist.level"
-STAGE_TAG = "fmnist.stage"
-TABLE_TAG = "fmnist.table"
-SETTINGS_TAG = "fmnist.settings"  # identity.settings_id: the same for every seed of one cell
-GIT_TAG = "mlflow.source.git.commit"
-SUMMARY_TAG = "fmnist.summary"  # marks a report's summary run, which holds no training
-PARENT_TAG = "fmnist.parent"  # marks a sweep's parent run (it holds no training; its jobs are its children)
-PARENT_ID_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a child under its parent
-VARYING_TAG = "fmnist.varying"  # on a parent: the override keys that differ between its jobs (JSON list)
-SWEEP_COMMAND_TAG = "fmnist.sweep_command"  # on a parent: the command line as typed
-LAUNCHER_TAG = "fmnist.launcher"
-JOB_TAG = "fmnist.job."  # on a parent, one per job: {overrides, outcome, run_id, reason} (JSON)
-FAILED_JOBS_TAG = "fmnist.failed_jobs"
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens on the runs table
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
 MAX_RUN_NAME_LENGTH = 250  # the run name column of MLflow's SQL schema (MySQL refuses longer; SQLite lets it pass)
 
@@ -225,37 +206,29 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def record_tags(record: StudyRecord) -> dict[str, str]:
-    """The tags that place a run in its study: the record itself, and what the UI shows of it."""
-    last = record.readings[-1]
-    tags = {STUDY_TAG: record.study, RECORD_TAG: json.dumps(record.to_dict()), CELL_TAG: last.cell, FACTOR_TAG: last.factor,
-            LEVEL_TAG: last.level, TABLE_TAG: record.table}
-    if record.stage is not None:
-        tags[STAGE_TAG] = str(record.stage)
-    return tags
-
-
-def study_record(run: "RunRecord") -> StudyRecord | None:
-    """The study record a run was started with; None for a run outside a study (or one made before records)."""
-    text = run.tags.get(RECORD_TAG)
-    return StudyRecord.from_dict(json.loads(text)) if text else None
-
-
 def predictions_name(epoch: int, final: bool) -> str:
     return "test_predictions.csv" if final else f"test_predictions_epoch{epoch}.csv"
 
 
 @dataclass
 class RunRecord:
-    """A run as the report sees it: plain values, no MLflow objects."""
+    """A run as the rest of fmnist sees it: plain values and its ledger facts, no MLflow objects."""
 
     run_id: str
     name: str
     status: str  # FINISHED, FAILED, KILLED or RUNNING
     params: dict[str, str]
     metrics: dict[str, float]  # the last value of each metric
-    tags: dict[str, str]
     start_time: int  # milliseconds since the epoch
+    facts: RunFacts  # what its tags say
+    sweep: SweepFacts | None = None  # for a sweep's parent run
+    jobs: tuple[JobLine, ...] = ()  # a parent's job lines
+
+    @classmethod
+    def of(cls, run) -> "RunRecord":
+        tags = dict(run.data.tags)
+        return cls(run.info.run_id, run.info.run_name, run.info.status, dict(run.data.params), dict(run.data.metrics), run.info.start_time,
+                   RunFacts.from_tags(tags), SweepFacts.from_tags(tags), tuple(ledger.job_lines(tags)))
 
 
 class Tracker:
@@ -299,7 +272,7 @@ class Tracker:
         if not ids:
             return None
         recent = client.search_runs(ids, max_results=50, order_by=["attributes.start_time DESC"])
-        training = [r for r in recent if SUMMARY_TAG not in r.data.tags]
+        training = [r for r in recent if not ledger.is_summary(r.data.tags)]
         return client.get_experiment(training[0].info.experiment_id).name if training else None
 
     def _experiment_id(self, name: str) -> str:
@@ -308,7 +281,7 @@ class Tracker:
             return found.experiment_id
         root = _artifact_root(self.uri)
         try:
-            return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None, tags=dict([EXPERIMENT_KIND]))
+            return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None, tags=dict([ledger.EXPERIMENT_KIND]))
         except MlflowException:
             # Another job created it between our look-up and our create.
             found = self.client.get_experiment_by_name(name)
@@ -316,65 +289,75 @@ class Tracker:
                 raise
             return found.experiment_id
 
-    def runs(self, filter_string: str = "") -> list[RunRecord]:
-        """Runs of the experiment matching an MLflow filter string, oldest first."""
+    def _search(self, filter_string: str) -> list:
         try:
-            found = self.client.search_runs(
-                [self.experiment_id], filter_string=filter_string, max_results=50_000, order_by=["attributes.start_time ASC"]
-            )
+            return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=50_000,
+                                           order_by=["attributes.start_time ASC"])
         except MlflowException as err:
-            raise UserError(f"the tracking store refused the filter {filter_string!r}: {err.message}") from None
-        return [
-            RunRecord(
-                run.info.run_id,
-                run.info.run_name,
-                run.info.status,
-                dict(run.data.params),
-                dict(run.data.metrics),
-                dict(run.data.tags),
-                run.info.start_time,
-            )
-            for run in found
-            if SUMMARY_TAG not in run.data.tags and PARENT_TAG not in run.data.tags
-        ]
+            refused = login_refused(err, self.uri)
+            if refused is not None:
+                raise refused from None
+            if err.error_code == "INVALID_PARAMETER_VALUE":
+                raise UserError(f"the tracking store refused the filter {filter_string!r}: {err.message}") from None
+            raise
+
+    def runs(self, user_filter: str = "") -> list[RunRecord]:
+        """Training runs of the experiment (no parents, no summaries) matching a user's MLflow filter string, oldest first."""
+        return [RunRecord.of(r) for r in self._search(user_filter) if not ledger.is_summary(r.data.tags) and not ledger.is_parent(r.data.tags)]
+
+    @staticmethod
+    def _tag(name: str, value: str) -> str:
+        return f"tags.`{name}` = '{value}'"
+
+    def job_runs(self, fingerprint: str) -> list[RunRecord]:
+        """Every run of one job (one configuration), oldest first."""
+        return self.runs(self._tag(ledger.tag("fingerprint"), fingerprint))
+
+    def attempt_run(self, attempt: str) -> RunRecord | None:
+        """The run an attempt created, if the store has it (its answer to the attempt may have been lost)."""
+        found = self.runs(self._tag(ledger.tag("attempt"), attempt))
+        return found[0] if found else None
+
+    def sweep_runs(self, sweep_id: str) -> list[RunRecord]:
+        return self.runs(self._tag(ledger.tag("sweep_id"), sweep_id))
+
+    def table_runs(self, study: str, table: str) -> list[RunRecord]:
+        """The finished runs of one study table, whichever sweeps made them."""
+        return self.runs(f"{self._tag(ledger.tag('study_name'), study)} and {self._tag(ledger.TABLE, table)} and attributes.status = 'FINISHED'")
+
+    def children(self, parent_run_id: str) -> list[RunRecord]:
+        """The runs of a sweep's jobs: those its parent run holds."""
+        return self.runs(self._tag(ledger.tag("parent_run_id"), parent_run_id))
 
     def parents(self) -> list[RunRecord]:
         """The sweeps' parent runs, oldest first."""
-        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '1'", max_results=50_000,
-                                        order_by=["attributes.start_time ASC"])
-        return [RunRecord(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics), dict(r.data.tags),
-                          r.info.start_time) for r in found]
+        return [RunRecord.of(r) for r in self._search(self._tag(ledger.PARENT, "1"))]
 
     def parent(self, sweep_id: str) -> RunRecord | None:
-        return next((r for r in reversed(self.parents()) if r.tags.get(SWEEP_TAG) == sweep_id), None)
+        return next((r for r in reversed(self.parents()) if r.sweep and r.sweep.sweep_id == sweep_id), None)
 
     def get(self, run_id: str) -> RunRecord | None:
         try:
-            run = self.client.get_run(run_id)
+            return RunRecord.of(self.client.get_run(run_id))
         except MlflowException:
             return None
-        return RunRecord(run.info.run_id, run.info.run_name, run.info.status, dict(run.data.params), dict(run.data.metrics),
-                         dict(run.data.tags), run.info.start_time)
 
     def history(self, run_id: str, key: str) -> list[float]:
         """A metric's values ordered by step."""
-        return [value for _, value in self.history_by_step(run_id, key)]
+        return [value for _, value, _ in self.history_by_step(run_id, key)]
 
-    def history_by_step(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
-
-    def timed_history(self, run: RunRecord, key: str) -> list[tuple[int, float, float]]:
-        """(step, value, seconds from the run's start to the value being logged), ordered by step."""
-        return sorted((m.step, m.value, (m.timestamp - run.start_time) / 1000) for m in self.client.get_metric_history(run.run_id, key))
+    def history_by_step(self, run_id: str, key: str) -> list[tuple[int, float, int]]:
+        """(step, value, when it was logged in ms since the epoch), ordered by step."""
+        return sorted((m.step, m.value, m.timestamp) for m in self.client.get_metric_history(run_id, key))
 
     def read_results(self, run: RunRecord) -> Studied:
         """The study cells a finished run stands for, each read at its own epoch, with the run's record."""
-        record = study_record(run)
+        facts = run.facts
+        record = facts.study
         curves = {key: self.history(run.run_id, key) for key in ("val/acc", "val/loss")}
         seconds = self.history(run.run_id, "epoch/seconds")
-        test_acc = dict(self.history_by_step(run.run_id, "test/acc"))
+        test_acc = {step: value for step, value, _ in self.history_by_step(run.run_id, "test/acc")}
         final = int(run.params["schedule.epochs"])
-        threads = run.tags.get("fmnist.threads", "")
         results = []
         for reading in record.readings:
             predictions = np.loadtxt(
@@ -383,12 +366,12 @@ class Tracker:
             )
             results.append(Result(
                 model=run.params["model.name"], study=record.study, table=record.table, cell=reading.cell, factor=reading.factor,
-                level=reading.level, seed=int(run.params["seed"]), stage=record.stage, git_commit=run.tags.get(GIT_TAG, "unknown"),
-                fingerprint=run.tags[FINGERPRINT_TAG], settings=run.tags[SETTINGS_TAG],
+                level=reading.level, seed=int(run.params["seed"]), stage=record.stage, git_commit=facts.commit or "unknown",
+                fingerprint=facts.fingerprint, settings=facts.settings,
                 val_acc=curves["val/acc"][reading.epoch - 1], test_acc=test_acc[reading.epoch], epochs=reading.epoch,
                 seconds=sum(seconds[: reading.epoch]), run_id=run.run_id, reference_acc=reading.reference_acc,
                 predictions_sha256=predictions_digest(predictions[:, 2]), start_time=run.start_time,
-                threads=int(threads) if threads.isdigit() else None, correct=predictions[:, 1] == predictions[:, 2],
+                threads=facts.threads, correct=predictions[:, 1] == predictions[:, 2],
                 curves={k: v[: reading.epoch] for k, v in curves.items()},
             ))
         return Studied(results, {run.run_id: record})
@@ -396,9 +379,9 @@ class Tracker:
     def artifact_file(self, run_id: str, path: str, folder: Path) -> Path:
         return Path(self.client.download_artifacts(run_id, path, str(folder)))
 
-    def log_model(self, run_id: str, model, example, name: str, tags: dict[str, str]) -> str:
+    def log_model(self, run_id: str, model, example, name: str, cell: str) -> str:
         """Log `model` to a finished run as an MLflow model (signature and input example from `example`), register
-        it under `name`, and return the registered version."""
+        it under `name` (tagged with the study cell it stands for), and return the registered version."""
         import mlflow
         import mlflow.pytorch
         import torch
@@ -410,21 +393,22 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy())
-        version = retrying(mlflow.register_model, info.model_uri, name, tags=tags)
+        version = retrying(mlflow.register_model, info.model_uri, name, tags={ledger.CELL: cell})
         return str(version.version)
 
     def artifact_text(self, run_id: str, path: str) -> str:
         with tempfile.TemporaryDirectory(prefix="fmnist-download-") as folder:
             return Path(self.client.download_artifacts(run_id, path, folder)).read_text()
 
-    def log_summary(self, name: str, files: list[Path], tags: dict[str, str], parent: str | None = None) -> str:
+    def log_summary(self, name: str, files: list[Path], command: str, parent: str | None = None) -> str:
         """A report's files: in the sweep's parent run when there is one, else in a summary run of their own."""
+        tags = ledger.summary_tags(command)
         if parent is not None:
             for path in files:
                 self.client.log_artifact(parent, str(path), artifact_path="report")
-            self.client.log_batch(parent, tags=[RunTag(k, v) for k, v in tags.items()])
+            self.client.log_batch(parent, tags=[RunTag(k, v) for k, v in tags.items() if k != ledger.SUMMARY])
             return parent
-        run = self.start_run(name, {}, {SUMMARY_TAG: "1", **tags})
+        run = self._create(name, {}, tags)
         for path in files:
             self.client.log_artifact(run.run_id, str(path))
         run.finish()
@@ -445,14 +429,22 @@ class Tracker:
     def handle(self, run_id: str) -> "TrackedRun":
         return TrackedRun(self.client, run_id)
 
-    def reopen(self, run_id: str) -> "TrackedRun":
-        """Continue an interrupted run: it is RUNNING again and its failure reason is cleared."""
+    def reopen(self, run_id: str, facts: RunFacts) -> "TrackedRun":
+        """Continue an interrupted run: it is RUNNING again, its failure reason is cleared, `facts` added."""
         self.client.update_run(run_id, status="RUNNING")
         run = TrackedRun(self.client, run_id)
-        run.set_tags({FAILURE_TAG: "", "mlflow.note.content": ""})
+        run.add(facts, cleared=True)
         return run
 
-    def start_run(self, name: str, params: dict[str, object], tags: dict[str, str]) -> "TrackedRun":
+    def start_run(self, name: str, params: dict[str, object], facts: RunFacts) -> "TrackedRun":
+        """A new training run with its params and facts."""
+        return self._create(name, params, facts.tags())
+
+    def open_parent(self, name: str, sweep: SweepFacts) -> "TrackedRun":
+        """A sweep's parent run: no training, its jobs' runs its children."""
+        return self._create(name, {}, sweep.tags())
+
+    def _create(self, name: str, params: dict[str, object], tags: dict[str, str]) -> "TrackedRun":
         if len(name) > MAX_RUN_NAME_LENGTH:
             name = name[: MAX_RUN_NAME_LENGTH - 3].rsplit(" ", 1)[0] + "..."  # ASCII: the column may not be utf8
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
@@ -498,7 +490,18 @@ class TrackedRun:
     def logged_steps(self, key: str) -> list[int]:
         return sorted(m.step for m in self.client.get_metric_history(self.run_id, key))
 
-    def set_tags(self, tags: dict[str, str]) -> None:
+    def add(self, facts: RunFacts, cleared: bool = False) -> None:
+        """Record these facts of the run (those set); `cleared`: its failure reason no longer holds."""
+        self._set_tags({**(ledger.cleared_failure() if cleared else {}), **facts.tags()})
+
+    def end_trial(self, trial: ledger.Trial, state: str, reason: str = "") -> None:
+        self._set_tags(ledger.trial_ended(trial, state, reason))
+
+    def record_job(self, line: JobLine) -> None:
+        """On a sweep's parent run: one job's outcome."""
+        self._set_tags(line.tags())
+
+    def _set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifacts(self, folder: Path) -> None:
@@ -507,10 +510,7 @@ class TrackedRun:
     def finish(self) -> None:
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
-    def end(self, status: str) -> None:
-        self.client.set_terminated(self.run_id, status)
-
-    def fail(self, reason: str, killed: bool = False) -> None:
-        self.set_tags({FAILURE_TAG: reason, "mlflow.note.content": f"Run stopped: {reason}"})
+    def fail(self, reason: str, killed: bool = False, failed_jobs: int | None = None) -> None:
+        self._set_tags(RunFacts(failure=reason).tags() | (ledger.failed_jobs(failed_jobs) if failed_jobs is not None else {}))
         status = RunStatus.KILLED if killed else RunStatus.FAILED
         self.client.set_terminated(self.run_id, RunStatus.to_string(status))

@@ -18,8 +18,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from fmnist import ledger
 from fmnist.config import register_schema
 from fmnist.data import ENV_VAR, FILES, DataConfig, locate
+from fmnist.ledger import RunFacts
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 register_schema()
@@ -77,7 +79,30 @@ def runs_of(uri: str, experiment: str = "fmnist", parents: bool = False):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     runs = [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
-    return client, [r for r in runs if parents or "fmnist.parent" not in r.data.tags]
+    return client, [r for r in runs if parents or not ledger.is_parent(r.data.tags)]
+
+
+# A run in a second on tiny IDX data (write_tiny_fmnist): the smallest real training.
+TINY = ["model=mlp", "model.hidden=[16]", "batch_size=16", "data.val_size=16", "data.verify=false", "schedule.epochs=1",
+        "progress=false", "threads=1"]
+
+
+def steps(client, run, key: str = "val/acc") -> list[int]:
+    """The steps an MLflow run logged `key` at, in order."""
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+
+def facts(run) -> RunFacts:
+    """What an MLflow run's tags say, as the ledger reads them."""
+    return RunFacts.from_tags(run.data.tags)
+
+
+def is_parent(run) -> bool:
+    return ledger.is_parent(run.data.tags)
+
+
+def jobs_of(parent) -> list[ledger.JobLine]:
+    return ledger.job_lines(parent.data.tags)
 
 
 def cli(tmp_path: Path, *overrides: str, timeout: int = 600, **popen) -> subprocess.CompletedProcess:

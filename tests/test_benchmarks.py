@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fmnist.ledger import RunFacts
 from fmnist.tracking import Tracker
 from tests.conftest import store
 
@@ -65,7 +66,7 @@ def test_time_to_accuracy_finds_the_first_epoch_at_each_threshold(tmp_path):
     uri = store(tmp_path)
     tracker = Tracker(uri, "fast")
     for seed, readings in enumerate([(0.90, 0.93, 0.94), (0.91, 0.92, 0.929)]):
-        run = tracker.start_run(f"seed {seed}", {"seed": seed}, {})
+        run = tracker.start_run(f"seed {seed}", {"seed": seed}, RunFacts())
         for epoch, acc in enumerate(readings, start=1):
             run.log_metrics({"test/acc": acc}, step=epoch)
         run.finish()

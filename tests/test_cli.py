@@ -6,10 +6,7 @@ import csv
 import subprocess
 import sys
 
-from tests.conftest import cli, runs_of, store
-
-TINY = ["model=mlp", "model.hidden=[16]", "batch_size=16", "data.val_size=16", "data.verify=false", "schedule.epochs=1",
-        "progress=false", "threads=1"]
+from tests.conftest import TINY, cli, runs_of, store
 
 
 def test_a_tiny_sweep_is_one_parent_with_a_child_per_job_and_a_report(tmp_path, tiny_data):

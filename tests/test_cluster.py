@@ -5,7 +5,6 @@ message, unless FMNIST_REQUIRE_CLUSTER=1 (CI), where it fails.
 """
 
 import getpass
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fmnist import report
-from fmnist.tracking import JOB_TAG, PARENT_ID_TAG, PARENT_TAG
+from tests.conftest import facts, is_parent, jobs_of, steps
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 CLUSTER_ENV = Path(os.environ.get("FMNIST_CLUSTER_DIR", f"/var/tmp/fmnist-cluster-{getpass.getuser()}")) / "env"
@@ -60,10 +59,6 @@ def runs(client: MlflowClient, experiment: str):
     return [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
 
 
-def steps(client, run, key="val/acc") -> list[int]:
-    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
-
-
 def test_a_slurm_sweep_with_a_requeued_job_lands_every_epoch_exactly_once(server, tmp_path, real_data_root):
     experiment = f"cluster-{uuid.uuid4().hex[:8]}"
     epochs = 30  # long enough that the requeue's SIGKILL (KillWait=10 s after SIGTERM) lands mid-training
@@ -75,7 +70,7 @@ def test_a_slurm_sweep_with_a_requeued_job_lands_every_epoch_exactly_once(server
     deadline, victim = time.time() + 600, None
     while time.time() < deadline and victim is None:
         for run in runs(client, experiment):
-            if PARENT_TAG not in run.data.tags and len(steps(client, run)) >= 2 and run.data.tags.get("fmnist.slurm_job"):
+            if not is_parent(run) and len(steps(client, run)) >= 2 and facts(run).slurm_job:
                 victim = run
                 break
         time.sleep(1)
@@ -86,10 +81,10 @@ def test_a_slurm_sweep_with_a_requeued_job_lands_every_epoch_exactly_once(server
     output, _ = sweep.communicate(timeout=900)
     assert sweep.returncode == 0, output[-4000:]
     found = runs(client, experiment)
-    (parent,) = [r for r in found if PARENT_TAG in r.data.tags]
-    children = [r for r in found if PARENT_TAG not in r.data.tags]
+    (parent,) = [r for r in found if is_parent(r)]
+    children = [r for r in found if not is_parent(r)]
     assert parent.info.status == "FINISHED"
-    assert len(children) == 2 and all(r.data.tags[PARENT_ID_TAG] == parent.info.run_id for r in children)
+    assert len(children) == 2 and all(facts(r).parent_run_id == parent.info.run_id for r in children)
     assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
     for run in children:
         assert run.info.status == "FINISHED"
@@ -97,9 +92,9 @@ def test_a_slurm_sweep_with_a_requeued_job_lands_every_epoch_exactly_once(server
             assert steps(client, run, key) == list(range(1, epochs + 1)), (run.info.run_name, key)
     history = subprocess.run(["sacct", "-n", "-D", "-X", "-j", job, "-o", "State"], capture_output=True, text=True, timeout=60).stdout
     assert history.split()[0] == "REQUEUED" and history.split()[-1] == "COMPLETED", history  # killed once, then ran again
-    outcomes = [json.loads(v) for k, v in parent.data.tags.items() if k.startswith(JOB_TAG)]
-    resumed = [o for o in outcomes if o["outcome"] == "resumed"]
-    assert len(outcomes) == 2 and [o["run_id"] for o in resumed] == [victim.info.run_id], outcomes  # the same run, continued
+    outcomes = jobs_of(parent)
+    resumed = [o for o in outcomes if o.outcome == "resumed"]
+    assert len(outcomes) == 2 and [o.run_id for o in resumed] == [victim.info.run_id], outcomes  # the same run, continued
 
     out = tmp_path / "report"
     report.main(["--tracking-uri", server, "--experiment", experiment, "--out", str(out), "--name", "cluster"])
@@ -115,7 +110,7 @@ def test_a_job_requeued_before_its_first_checkpoint_leaves_no_orphan_and_its_swe
     # SIGKILL): no checkpoint yet, so the requeued job starts a new run.
     deadline, victim = time.time() + 600, None
     while time.time() < deadline and victim is None:
-        victim = next((r for r in runs(client, experiment) if PARENT_TAG not in r.data.tags and r.data.tags.get("fmnist.slurm_job")), None)
+        victim = next((r for r in runs(client, experiment) if not is_parent(r) and facts(r).slurm_job), None)
         time.sleep(0.5)
     assert victim is not None and not steps(client, victim), "the job's run did not appear before its first epoch ended"
     subprocess.run(["scontrol", "requeue", victim.data.tags["fmnist.slurm_job"]], check=True, timeout=60)
@@ -123,8 +118,8 @@ def test_a_job_requeued_before_its_first_checkpoint_leaves_no_orphan_and_its_swe
     output, _ = sweep.communicate(timeout=900)
     assert sweep.returncode == 0, output[-4000:]
     found = runs(client, experiment)
-    (parent,) = [r for r in found if PARENT_TAG in r.data.tags]
-    children = {r.info.run_id: r for r in found if PARENT_TAG not in r.data.tags}
+    (parent,) = [r for r in found if is_parent(r)]
+    children = {r.info.run_id: r for r in found if not is_parent(r)}
     (finished,) = [r for r in children.values() if r.info.status == "FINISHED"]
     assert steps(client, finished) == [1, 2]
     orphans = [r for r in children.values() if r.info.run_id != finished.info.run_id]

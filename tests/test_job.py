@@ -6,15 +6,16 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from fmnist import job
+from fmnist import job, ledger
 from fmnist.bookkeeping import Terminated
 from fmnist.config import RunSpec, run_spec
 from fmnist.engine import Diverged
+from fmnist.errors import UserError
 from fmnist.job import Launch, train
+from fmnist.ledger import RunFacts
 from fmnist.optimizers import OPTIMIZERS
 from fmnist.schedules import SCHEDULES
-from fmnist.tracking import FAILURE_TAG, GIT_TAG
-from tests.conftest import compose_config, runs_of, write_tiny_fmnist
+from tests.conftest import compose_config, facts, runs_of, write_tiny_fmnist
 
 EPOCH_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
@@ -97,7 +98,7 @@ def test_a_transient_failure_keeps_the_checkpoint_and_the_next_attempt_resumes(s
     with pytest.raises(OSError):
         train(tiny(shared, "transient", "schedule.epochs=3"), Launch([], "s", tmp_path))
     _, (failed,) = runs_of(uri, "transient")
-    assert failed.info.status == "FAILED" and "checkpoint is kept" in failed.data.tags[FAILURE_TAG]
+    assert failed.info.status == "FAILED" and "checkpoint is kept" in facts(failed).failure
     assert list((root / "transient" / "checkpoints").glob("*.pt"))
     monkeypatch.undo()
     train(tiny(shared, "transient", "schedule.epochs=3"), Launch([], "s", tmp_path))
@@ -113,7 +114,7 @@ def test_a_diverging_run_loses_its_checkpoint(shared, tmp_path):
     with pytest.raises(Diverged):
         train(cfg, Launch([], "s", tmp_path))
     _, (failed,) = runs_of(uri, "diverge")
-    assert failed.info.status == "FAILED" and "checkpoint is kept" not in failed.data.tags[FAILURE_TAG]
+    assert failed.info.status == "FAILED" and "checkpoint is kept" not in facts(failed).failure
     assert not list((root / "diverge" / "checkpoints").glob("*.pt"))
 
 
@@ -122,7 +123,7 @@ def test_a_skip_names_the_commit_of_other_code_and_rerun_on_code_change_trains_a
     cfg = lambda *more: tiny(shared, "code", "schedule.epochs=1", *more)  # noqa: E731
     train(cfg(), Launch([], "s", tmp_path))
     client, (first,) = runs_of(uri, "code")
-    client.set_tag(first.info.run_id, GIT_TAG, "0123456789abcdef0123")
+    client.set_tag(first.info.run_id, ledger.tag("commit"), "0123456789abcdef0123")
     capsys.readouterr()
     train(cfg(), Launch([], "s", tmp_path))
     said = capsys.readouterr().err
@@ -149,14 +150,14 @@ def test_the_dataset_is_read_once_per_process_and_described_as_three_inputs(tiny
 
 def test_a_run_killed_after_logging_its_test_figures_logs_them_once_when_resumed(shared, monkeypatch, tmp_path):
     _, _, uri = shared
-    original = job.Bookkeeping.ended
+    original = job.Bookkeeping._end
 
-    def killed_before_finishing(self, run, err):
+    def killed_before_finishing(self, run, err, pruned):
         if err is None:
             raise Terminated("test: killed between the test figures and the finish")
-        original(self, run, err)
+        original(self, run, err, pruned)
 
-    monkeypatch.setattr(job.Bookkeeping, "ended", killed_before_finishing)
+    monkeypatch.setattr(job.Bookkeeping, "_end", killed_before_finishing)
     with pytest.raises(Terminated):
         train(tiny(shared, "testonce", "schedule.epochs=2"), Launch([], "s", tmp_path))
     _, (run,) = runs_of(uri, "testonce")
@@ -191,7 +192,7 @@ def test_the_owner_closes_every_other_unfinished_run_of_its_job_whatever_host_it
     from fmnist.tracking import Tracker
 
     tracker = Tracker(uri, "orphans")
-    orphan = tracker.start_run("an orphan", {}, {"fmnist.fingerprint": cfg.fingerprint, "fmnist.host": "node-far-away", "fmnist.pid": "1"})
+    orphan = tracker.start_run("an orphan", {}, RunFacts(fingerprint=cfg.fingerprint, host="node-far-away", pid=1))
     train(cfg, Launch([], "s", tmp_path))
     runs = {r.info.run_id: r for r in runs_of(uri, "orphans")[1]}
     finished = next(r for r in runs.values() if r.info.status == "FINISHED")
@@ -207,10 +208,16 @@ def test_a_store_that_cannot_answer_is_not_taken_for_a_missing_run(shared, monke
     monkeypatch.undo()
     from mlflow.exceptions import MlflowException
 
-    def refused(self, run_id):
-        raise MlflowException("API request failed with error code 401 != 200: You are not authenticated", error_code="UNAUTHENTICATED")
+    answered, original = [], MlflowClient.search_runs
 
-    monkeypatch.setattr(MlflowClient, "get_run", refused)
-    with pytest.raises(MlflowException, match="not authenticated"):
+    def refused_after_the_first(self, *args, **kwargs):  # the store answers the first look, then refuses the owner's
+        answered.append(1)
+        if len(answered) > 1:
+            raise MlflowException("API request failed with error code 401 != 200: You are not authenticated", error_code="UNAUTHENTICATED")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "search_runs", refused_after_the_first)
+    with pytest.raises(UserError, match="refused the login"):
         train(tiny(shared, "outage", "schedule.epochs=2"), Launch([], "s", tmp_path))
+    assert len(answered) == 2  # refused at the owner's look, where the checkpoint is judged
     assert list((root / "outage" / "checkpoints").glob("*.pt"))  # kept: the store could not say the run is gone

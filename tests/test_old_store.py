@@ -8,14 +8,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import cli, runs_of, write_tiny_fmnist
 
 from fmnist import report
+from tests.conftest import TINY, cli, runs_of, write_tiny_fmnist
 
 FIXTURE = Path(__file__).parent / "data" / "store-0b7361f.tar.gz"
 MADE_IN = "/tmp/fixture"  # where the store was written: its artifact paths name it
-TINY = ["model=mlp", "model.hidden=[16]", "batch_size=16", "data.val_size=16", "data.verify=false", "schedule.epochs=1",
-        "progress=false", "threads=1"]
 
 
 @pytest.fixture

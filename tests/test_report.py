@@ -5,12 +5,13 @@ import csv
 import pytest
 
 from fmnist import report
-from fmnist.tracking import SWEEP_TAG, Tracker
+from fmnist.ledger import RunFacts
+from fmnist.tracking import Tracker
 from tests.conftest import store
 
 
 def log(tracker: Tracker, lr: str, seed: int, acc: float, status: str = "FINISHED") -> None:
-    run = tracker.start_run(f"lr={lr} seed={seed}", {"optimizer.lr": lr, "seed": seed, "model.name": "mlp"}, {SWEEP_TAG: "s1"})
+    run = tracker.start_run(f"lr={lr} seed={seed}", {"optimizer.lr": lr, "seed": seed, "model.name": "mlp"}, RunFacts(sweep_id="s1"))
     run.log_metrics({"val/acc": acc, "val/loss": 0.3, "epoch/seconds": 10.0 + seed}, step=1)
     run.log_metrics({"test/acc": acc, "test/loss": 0.3}, step=1)
     if status == "FINISHED":

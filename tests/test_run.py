@@ -13,8 +13,7 @@ from fmnist import report
 from fmnist.config import run_spec
 from fmnist.device import BF16_ENV
 from fmnist.job import Launch, train
-from fmnist.tracking import FAILURE_TAG, FINGERPRINT_TAG, SWEEP_TAG
-from tests.conftest import cli, compose_config, runs_of, store
+from tests.conftest import cli, compose_config, facts, runs_of, store
 
 pytestmark = pytest.mark.slow
 QUICK = ["model=mlp", "data.train_size=2000", "progress=false"]
@@ -36,7 +35,7 @@ def test_one_run_records_params_metrics_per_epoch_tags_and_artifacts(tmp_path, r
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
     assert run.data.metrics["test/acc"] == pytest.approx(accuracy)
     assert 0 < run.data.metrics["test/loss"] < 1.5
-    assert run.data.tags[SWEEP_TAG] == "sweep-1" and len(run.data.tags[FINGERPRINT_TAG]) == 16
+    assert facts(run).sweep_id == "sweep-1" and len(facts(run).fingerprint) == 16
     assert run.data.tags["fmnist.device"] == "cpu" and run.data.tags["fmnist.host"]
     assert run.data.tags["mlflow.source.git.commit"]
 
@@ -63,8 +62,8 @@ def test_a_three_job_sweep_gives_three_runs_under_one_sweep_id_and_a_report(tmp_
     client, runs = runs_of(uri)
     assert [r.info.status for r in runs] == ["FINISHED"] * 3
     assert sorted(r.data.params["loss.name"] for r in runs) == ["ce", "mse", "nll"]
-    assert len({r.data.tags[SWEEP_TAG] for r in runs}) == 1
-    assert len({r.data.tags[FINGERPRINT_TAG] for r in runs}) == 3
+    assert len({facts(r).sweep_id for r in runs}) == 1
+    assert len({facts(r).fingerprint for r in runs}) == 3
     assert [m.step for m in client.get_metric_history(runs[1].info.run_id, "val/acc")] == [1]
 
     report.main(["--tracking-uri", uri, "--out", str(tmp_path / "results"), "--name", "losses"])
@@ -86,7 +85,7 @@ def test_a_diverging_job_is_marked_failed_and_the_sweep_carries_on(tmp_path, rea
     assert done.returncode != 0
     _, runs = runs_of(uri)
     assert [r.info.status for r in runs] == ["FAILED", "FINISHED"]
-    assert "training loss became nan" in runs[0].data.tags[FAILURE_TAG]
+    assert "training loss became nan" in facts(runs[0]).failure
 
     report.main(["--tracking-uri", uri, "--out", str(tmp_path / "results"), "--name", "diverged"])
     table = (tmp_path / "results" / "diverged.md").read_text()

@@ -10,8 +10,7 @@ import pytest
 
 from fmnist import report
 from fmnist.device import BF16_ENV
-from fmnist.tracking import CELL_TAG, FACTOR_TAG, LEVEL_TAG, SETTINGS_TAG, STUDY_TAG, TABLE_TAG, RunRecord, study_record
-from tests.conftest import cli, runs_of, store
+from tests.conftest import cli, facts, runs_of, store
 
 pytestmark = pytest.mark.slow
 SMALL = ["model=mlp", "data.train_size=2000", "data.val_size=1000", "data.test_size=2000", "progress=false"]
@@ -35,14 +34,14 @@ def test_table2_at_fixed_seeds_runs_every_cell_and_the_report_rebuilds_from_its_
     _, runs = runs_of(uri, "table2")
     # Per seed: one 20-epoch run for baseline, epochs10 and epochs20, then sgd, adamw, flip, mse, nll.
     assert len(runs) == 18 and all(r.info.status == "FINISHED" for r in runs)
-    shared = [r for r in runs if r.data.tags[CELL_TAG] == "epochs20"]
+    shared = [r for r in runs if facts(r).study.cell == "epochs20"]
     assert len(shared) == 3 and all(r.data.params["schedule.epochs"] == "20" for r in shared)
-    records = [study_record(RunRecord(r.info.run_id, "", "", {}, {}, r.data.tags, 0)) for r in shared]
+    records = [facts(r).study for r in shared]
     assert all([(x.cell, x.epoch) for x in rec.readings] == [("baseline", 5), ("epochs10", 10), ("epochs20", 20)] for rec in records)
-    assert len({rec.table for rec in records} | {r.data.tags[TABLE_TAG] for r in runs}) == 1  # one table, named by the 20-epoch run
-    assert {r.data.tags[SETTINGS_TAG] for r in shared} == {records[0].table}
-    sgd = next(r for r in runs if r.data.tags[CELL_TAG] == "sgd")
-    assert (sgd.data.tags[STUDY_TAG], sgd.data.tags[FACTOR_TAG], sgd.data.tags[LEVEL_TAG]) == ("table2", "optimizer", "sgd")
+    assert len({rec.table for rec in records} | {facts(r).study.table for r in runs}) == 1  # one table, named by the 20-epoch run
+    assert {facts(r).settings for r in shared} == {records[0].table}
+    sgd = next(r for r in runs if facts(r).study.cell == "sgd")
+    assert (facts(sgd).study_name, facts(sgd).study.readings[-1].factor, facts(sgd).study.readings[-1].level) == ("table2", "optimizer", "sgd")
 
     out = tmp_path / "results"
     report.main(["--tracking-uri", uri, "--out", str(out), "--export", str(tmp_path / "runs" / "mlp.csv")])
@@ -91,7 +90,7 @@ def stages_of(runs) -> dict[tuple[str, int], list[int]]:
     """(cell, seed) -> the stages whose runs stand for it (one each if nothing trained twice)."""
     found: dict[tuple[str, int], list[int]] = {}
     for r in runs:
-        rec = study_record(RunRecord(r.info.run_id, "", "", {}, {}, r.data.tags, 0))
+        rec = facts(r).study
         for reading in rec.readings:
             found.setdefault((reading.cell, int(r.data.params["seed"])), []).append(rec.stage)
     return found

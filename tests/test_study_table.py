@@ -252,3 +252,14 @@ def test_stage_one_ends_with_the_combined_cell_validation_chose_to_run_on_fresh_
     assert "Stage 2 runs the open cells (combined to 3 seeds after the first stage's)" in text and "seeds 3, 4, 5 still to run" in text
     assert "'study.combine=[a1,b1]' seed=3,4,5\n" in text and "'study.cells=[baseline]' seed=3,4,5\n" in text
     assert "is tested on the seeds after the first stage's" in text
+
+
+def test_the_next_stage_is_a_function_of_the_results_alone():
+    # Stage 1 done, a1 and b1 open, the combined cell (a1 + b1) has its first fresh seed: what stage 2 needs, per cell.
+    results = [result("baseline", s, 0.85 + 0.002 * s, val=0.84) for s in range(4)]
+    for cell, factor, diffs in (("a1", "a", [0.006, 0.004, 0.005, 0.003]), ("b1", "b", [0.005, 0.006, 0.004, 0.006])):
+        results += [result(cell, s, 0.85 + 0.002 * s + d, val=0.86, wrong_from=7, factor=factor) for s, d in zip(range(4), diffs)]
+    results += [result("combined", s, 0.86 + 0.002 * s, wrong_from=11, factor="combined", level="a1+b1") for s in range(4)]
+    ev = evidence(results, record_of(results[-1], SeedsDesign()))
+    assert ev.outcome.stages_done == 1
+    assert ev.next_runs() == {"a1": [0, 1, 2, 3, 4], "b1": [0, 1, 2, 3, 4], "combined": [3, 4, 5], "baseline": [0, 1, 2, 3, 4, 5]}

@@ -1,7 +1,6 @@
 """Sweeps that survive: parallel jobs, kill and resume, failure isolation, submitit, a tracking server."""
 
 import csv
-import json
 import os
 import signal
 import socket
@@ -11,17 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from fmnist.tracking import FAILURE_TAG, SWEEP_TAG
-from tests.conftest import cli, runs_of, store
+from tests.conftest import cli, facts, is_parent, jobs_of, runs_of, steps, store
 
 pytestmark = pytest.mark.slow
 SMALL = ["model=mlp", "data.train_size=1000", "data.val_size=1000", "progress=false"]
-
-
-def steps(client: MlflowClient, run, key: str = "val/acc") -> list[int]:
-    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
 
 
 def test_four_parallel_joblib_jobs_on_a_fresh_store_all_land(tmp_path, real_data_root):
@@ -35,7 +28,7 @@ def test_four_parallel_joblib_jobs_on_a_fresh_store_all_land(tmp_path, real_data
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all(steps(client, r) == [1, 2] and "test/acc" in r.data.metrics for r in runs)
-    assert len({r.data.tags[SWEEP_TAG] for r in runs}) == 1
+    assert len({facts(r).sweep_id for r in runs}) == 1
     # threads left unset: the cores are shared out among the 4 parallel jobs.
     assert {r.data.tags["fmnist.threads"] for r in runs} == {str(max(1, len(os.sched_getaffinity(0)) // 4))}
     assert all(r.data.tags["fmnist.pid"] != str(os.getpid()) for r in runs)
@@ -136,7 +129,7 @@ def test_one_job_raising_and_one_diverging_do_not_stop_the_third(tmp_path, real_
     by_seed = {r.data.params["seed"]: r for r in runs}
     assert by_seed["0"].info.status == "FINISHED"
     assert "1" not in by_seed and "cannot write in the checkpoint folder /proc/fmnist-cannot-write-here" in done.stderr
-    assert by_seed["2"].info.status == "FAILED" and "training loss became nan" in by_seed["2"].data.tags[FAILURE_TAG]
+    assert by_seed["2"].info.status == "FAILED" and "training loss became nan" in facts(by_seed["2"]).failure
 
 
 def test_submitit_local_sweep_of_two_jobs(tmp_path, real_data_root):
@@ -235,16 +228,14 @@ LAUNCHERS = {
 
 @pytest.mark.parametrize("launcher", list(LAUNCHERS))
 def test_a_sweep_is_one_parent_run_with_a_named_child_per_job_and_a_rerun_lists_its_skips(tmp_path, real_data_root, launcher):
-    from fmnist.tracking import JOB_TAG, PARENT_ID_TAG, PARENT_TAG
-
     uri = store(tmp_path)
     sweep = ["-m", *LAUNCHERS[launcher], "model=mlp", "schedule.epochs=1", "loss=ce,mse,nll", *SMALL[1:], f"tracking.uri={uri}",
              f"data.root={real_data_root}"]
     done = cli(tmp_path, *sweep)
     assert done.returncode == 0, done.stderr[-3000:]
     client, runs = runs_of(uri, parents=True)
-    (parent,) = [r for r in runs if PARENT_TAG in r.data.tags]
-    children = [r for r in runs if r.data.tags.get(PARENT_ID_TAG) == parent.info.run_id]
+    (parent,) = [r for r in runs if is_parent(r)]
+    children = [r for r in runs if facts(r).parent_run_id == parent.info.run_id]
     assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("sweep loss=ce,mse,nll model=mlp")
     assert sorted(c.info.run_name for c in children) == ["loss=ce", "loss=mse", "loss=nll"] and len(runs) == 4
     for child in children:
@@ -255,12 +246,12 @@ def test_a_sweep_is_one_parent_run_with_a_named_child_per_job_and_a_rerun_lists_
     again = cli(tmp_path, *sweep)
     assert again.returncode == 0, again.stderr[-3000:]
     client, runs = runs_of(uri, parents=True)
-    parents = [r for r in runs if PARENT_TAG in r.data.tags]
+    parents = [r for r in runs if is_parent(r)]
     assert len(parents) == 2 and len(runs) == 5  # a new parent, no new child
     rerun = max(parents, key=lambda r: r.info.start_time)
-    jobs = [json.loads(v) for k, v in rerun.data.tags.items() if k.startswith(JOB_TAG)]
-    assert sorted(j["outcome"] for j in jobs) == ["skipped"] * 3
-    assert {j["run_id"] for j in jobs} == {c.info.run_id for c in children}
+    jobs = jobs_of(rerun)
+    assert sorted(j.outcome for j in jobs) == ["skipped"] * 3
+    assert {j.run_id for j in jobs} == {c.info.run_id for c in children}
     assert rerun.info.status == "FINISHED"
 
 

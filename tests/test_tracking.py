@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fmnist.errors import UserError
+from fmnist.ledger import RunFacts
 from fmnist.tracking import Tracker, is_transient, retrying
 from tests.conftest import cli, free_port, runs_of, store
 
@@ -137,7 +138,7 @@ import sys, time
 from fmnist.tracking import Tracker
 tracker = Tracker(sys.argv[1], "fmnist")
 for i in range(20):
-    run = tracker.start_run("r", {}, {})
+    run = tracker.start_run("r", {}, RunFacts())
     time.sleep(max(0.0, float(sys.argv[2]) + 0.4 * i - time.time()))  # every process at the same moment, 20 times
     run.log_datasets([(f"fashion-mnist-{context}", f"{i:016d}", "here", 10, context) for context in ("training", "validation", "test")])
 print("ok")
@@ -163,6 +164,6 @@ def test_a_long_run_name_fits_the_servers_name_column_and_sampled_numbers_are_sh
     assert run_name(sampled) == "model=mlp optimizer.lr=0.00208 model.dropout=0.396 schedule.epochs=2 transform=crop"
     tracker = Tracker(store(tmp_path), "names")
     long = " ".join(f"key{i}=value{i}" for i in range(60))  # MySQL's runs.name is VARCHAR(250): a longer name is a BAD_REQUEST
-    run = tracker.start_run(long, {}, {})
+    run = tracker.start_run(long, {}, RunFacts())
     name = tracker.client.get_run(run.run_id).info.run_name
     assert len(name) <= 250 and name.endswith("...") and long.startswith(name[:-3])

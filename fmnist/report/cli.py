@@ -159,7 +159,7 @@ def from_store(args: argparse.Namespace, command: str) -> list[Path]:
         if args.export:
             raise UserError("--export keeps the runs of a study; this selection has none (run one with study=<name>)")
         files = comparison_report(tracker, runs, args.out, safe_name(args.name or name), command)
-    tracker.log_summary(f"report {args.name or name}", files, {"fmnist.report_command": command}, parent)
+    tracker.log_summary(f"report {args.name or name}", files, command, parent)
     print(ui_line(tracker))
     return files
 

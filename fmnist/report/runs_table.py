@@ -5,7 +5,7 @@ from pathlib import Path
 from fmnist import plots, stats
 from fmnist.identity import is_semantic
 from fmnist.report.render import markdown_table, write_csv
-from fmnist.tracking import FAILURE_TAG, RunRecord, Tracker
+from fmnist.tracking import RunRecord, Tracker
 
 CURVE_KEYS = ("train/acc", "val/acc", "train/loss", "val/loss")
 
@@ -53,7 +53,7 @@ def seed_summary(rows: list[dict[str, object]], keys: list[str]) -> list[dict[st
 
 def failures_section(runs: list[RunRecord]) -> str:
     failures = [
-        {"run": r.name, "status": r.status, "reason": r.tags.get(FAILURE_TAG) or "still running, or its process was killed"}
+        {"run": r.name, "status": r.status, "reason": r.facts.failure or "still running, or its process was killed"}
         for r in runs
         if r.status != "FINISHED"
     ]

@@ -13,16 +13,14 @@ from fmnist.report.render import markdown_table, write_csv
 from fmnist.results import Studied
 from fmnist.tracking import RunRecord, Tracker
 
-TRIAL_TAG, TRIAL_STATE_TAG, SPACE_TAG, VALUES_TAG = "fmnist.trial", "fmnist.trial_state", "fmnist.search_space", "fmnist.trial_values"
-
 
 def values_of(run: RunRecord) -> dict[str, str]:
     """The values a trial was given (as its overrides wrote them), or its params where the sweeper never told them."""
-    return json.loads(run.tags[VALUES_TAG]) if VALUES_TAG in run.tags else dict(run.params)
+    return dict(run.facts.trial.values) if run.facts.trial and run.facts.trial.values else dict(run.params)
 
 
 def trial_runs(runs: list[RunRecord]) -> list[RunRecord]:
-    return [r for r in runs if TRIAL_TAG in r.tags]
+    return [r for r in runs if r.facts.trial is not None]
 
 
 @dataclass
@@ -46,16 +44,16 @@ class Searched:
 
 def _state(run: RunRecord) -> str:
     if run.status == "FINISHED":
-        return run.tags.get(TRIAL_STATE_TAG, "COMPLETE")
+        return run.facts.trial.state or "COMPLETE"
     return {"RUNNING": "RUNNING", "KILLED": "KILLED"}.get(run.status, "FAILED")
 
 
 def from_store(tracker: Tracker, runs: list[RunRecord]) -> Searched:
     """The trials among `runs`; a trial run twice (killed, superseded) counts by its latest run."""
-    trials = sorted(trial_runs(runs), key=lambda r: (int(r.tags[TRIAL_TAG]), r.start_time))
-    latest = {int(r.tags[TRIAL_TAG]): r for r in trials}
-    space = next((json.loads(r.tags[SPACE_TAG]) for r in trials if SPACE_TAG in r.tags), {})
-    name = next((r.tags["fmnist.search"] for r in trials if "fmnist.search" in r.tags), "search")
+    trials = sorted(trial_runs(runs), key=lambda r: (r.facts.trial.number, r.start_time))
+    latest = {r.facts.trial.number: r for r in trials}
+    space = next((dict(r.facts.trial.space) for r in trials if r.facts.trial.space), {})
+    name = next((r.facts.trial.search for r in trials if r.facts.trial.search), "search")
     return Searched(name, space, [Trial(n, _state(r), values_of(r), tracker.history(r.run_id, "val/acc"), r.run_id,
                                         sum(tracker.history(r.run_id, "epoch/seconds"))) for n, r in sorted(latest.items())])
 

@@ -1,9 +1,7 @@
 """Which runs a report covers: the latest sweep, one sweep, every run, or an MLflow filter."""
 
-import json
-
 from fmnist.errors import UserError
-from fmnist.tracking import JOB_TAG, STUDY_TAG, SWEEP_TAG, TABLE_TAG, RunRecord, Tracker, study_record
+from fmnist.tracking import RunRecord, Tracker
 
 
 def select_runs(tracker: Tracker, sweep: str | None, all_runs: bool, filter_string: str) -> tuple[list[RunRecord], str, str | None]:
@@ -13,7 +11,7 @@ def select_runs(tracker: Tracker, sweep: str | None, all_runs: bool, filter_stri
     if sweep is None:
         sweep = latest_sweep(tracker)
     parent = tracker.parent(sweep)
-    runs = tracker.runs(f"tags.`{SWEEP_TAG}` = '{sweep}'")
+    runs = tracker.sweep_runs(sweep)
     known = {r.run_id for r in runs}
     for run_id in stand_ins(parent) if parent else []:  # the finished runs that stand for the sweep's skipped jobs
         run = tracker.get(run_id)
@@ -31,14 +29,13 @@ def latest_sweep(tracker: Tracker) -> str:
     parents = tracker.parents()
     if not latest and not parents:
         raise UserError("the experiment has no runs yet; start one with `python -m fmnist.run`")
-    candidates = [r for r in (latest[-1:] + parents[-1:])]
-    return max(candidates, key=lambda r: r.start_time).tags.get(SWEEP_TAG, "")
+    latest_run = max(latest[-1:] + parents[-1:], key=lambda r: r.start_time)
+    return latest_run.sweep.sweep_id if latest_run.sweep else latest_run.facts.sweep_id or ""
 
 
 def stand_ins(parent: RunRecord) -> list[str]:
     """Run ids recorded in a parent for its skipped jobs (those found in the store, not in an export)."""
-    jobs = [json.loads(v) for k, v in sorted(parent.tags.items()) if k.startswith(JOB_TAG)]
-    return [j["run_id"] for j in jobs if j["outcome"] == "skipped" and j.get("where") == "the store" and j.get("run_id")]
+    return [j.run_id for j in parent.jobs if j.outcome == "skipped" and j.where == "the store" and j.run_id]
 
 
 def whole_studies(tracker: Tracker, runs: list[RunRecord]) -> list[RunRecord]:
@@ -47,10 +44,10 @@ def whole_studies(tracker: Tracker, runs: list[RunRecord]) -> list[RunRecord]:
     A study is often run in several sweeps (the cells, then the combined cell, then more seeds): their
     runs' records name one table (the settings of the baseline's run), whatever the commands were.
     """
-    studied = {r.run_id: r for r in runs if r.status == "FINISHED" and study_record(r) is not None}
-    tables = {(record.study, record.table) for record in map(study_record, studied.values())}
+    studied = {r.run_id: r for r in runs if r.status == "FINISHED" and r.facts.study is not None}
+    tables = {(r.facts.study.study, r.facts.study.table) for r in studied.values()}
     for study_name, table in tables:
-        for run in tracker.runs(f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{TABLE_TAG}` = '{table}' and attributes.status = 'FINISHED'"):
-            if study_record(run) is not None:
+        for run in tracker.table_runs(study_name, table):
+            if run.facts.study is not None:
                 studied[run.run_id] = run
     return sorted(studied.values(), key=lambda r: r.start_time)

@@ -195,21 +195,13 @@ def plan_section(ev: Evidence) -> str:
     lines[0] = "The design's forecast (`python -m fmnist.plan`), on simulated " + lines[0][0].lower() + lines[0][1:]
     rejected = sum(d.verdict in ("better", "worse") for d in ev.outcome.decisions.values())
     level = rule.alpha / max(1, rule.cells - rejected)
-    compared = {c.name: c for c in _comparisons_of(ev)}
+    compared = {c.name: c for c in ev.comparisons}
     for name in ev.outcome.open_cells:
         c, d = compared.get(name), ev.outcome.decisions[name]
         if c is not None and d.n:
             lines.append(f"- {name}, open at its look at {d.n} seeds ({len(c.diffs)} in): "
                          f"{outlook(rule, c.diffs, d.n, d.least, level).text(rule.effect)}.")
     return "\n".join(lines) + "\n"
-
-
-def _comparisons_of(ev: Evidence):
-    from fmnist.evidence import comparison as compare
-
-    base = ev.cells[BASELINE]
-    return [compare(name, base, ev.cells[name], lag=int(name == COMBINED and ev.design is not None))
-            for name in ev.cells if name != BASELINE]
 
 
 # ----- secondary comparisons: the combination against its best part, ordered levels against each other -----

@@ -7,7 +7,6 @@ or is skipped if it had finished), and new trials are asked only until `trials` 
 been pruned. Jobs are launched as many at a time as the launcher runs in parallel.
 """
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -19,14 +18,12 @@ from fmnist.config import validate
 from fmnist.errors import UserError
 from fmnist.identity import settings_id
 from fmnist.lease import Busy
+from fmnist.ledger import RunFacts, Trial
 from fmnist.search import STORAGE_ENV, SearchConfig, as_overrides, open_study, storage_url, study_name, suggest
 from fmnist.study import override_key
-from fmnist.sweep import OPEN_SWEEP
 from fmnist.tracking import Tracker, resolve_uri
 
 log = logging.getLogger(__name__)
-SPACE_TAG = "fmnist.search_space"  # on each trial: the search's parameters and ranges (what the report rebuilds the study from)
-VALUES_TAG = "fmnist.trial_values"  # on each trial: the values it was given, as overrides (a group option by its name)
 MAX_FAILURES = 5  # trials in a row that fail (not pruned) before the search stops
 
 
@@ -42,7 +39,7 @@ class SearchRunner:
         self.name = study_name(search, self.combo)
         launcher = config.hydra.launcher  # joblib's n_jobs, or a Slurm array's parallelism: trials asked at a time
         self.parallel = max(1, min(search.trials, int(launcher.get("n_jobs") or launcher.get("array_parallelism") or 1)))
-        self.tracker: Tracker = OPEN_SWEEP.get("tracker") or Tracker(self.uri, config.tracking.experiment)
+        self.tracker: Tracker = sweeper.tracker
         self.job_index = 0
 
     def run(self):
@@ -114,8 +111,8 @@ class SearchRunner:
             study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
         else:
             study.tell(number, self._value(outcome.run_id), skip_if_finished=True)
-        self.tracker.handle(outcome.run_id).set_tags({SPACE_TAG: json.dumps({k: vars(v) for k, v in self.search.params.items()}),
-                                                      VALUES_TAG: json.dumps(values)})
+        trial = Trial(number, self.search.name, self.name, space={k: vars(v) for k, v in self.search.params.items()}, values=values)
+        self.tracker.handle(outcome.run_id).add(RunFacts(trial=trial))
         return True
 
     def _value(self, run_id: str) -> float:
@@ -163,20 +160,17 @@ class SearchRunner:
 
     def _register_best(self, study_name_: str, table: str, cells: list[str]) -> None:
         """The confirmed best on validation (mean val/acc over the fresh seeds), as an MLflow model, registered."""
-        from fmnist.tracking import STUDY_TAG, TABLE_TAG, study_record
-
-        runs = [r for r in self.tracker.runs(f"tags.`{STUDY_TAG}` = '{study_name_}' and tags.`{TABLE_TAG}` = '{table}'")
-                if r.status == "FINISHED" and study_record(r) is not None]
+        runs = [r for r in self.tracker.table_runs(study_name_, table) if r.facts.study is not None]
         by_cell: dict[str, list] = {}
         for run in runs:
-            by_cell.setdefault(study_record(run).cell, []).append(run)
+            by_cell.setdefault(run.facts.study.cell, []).append(run)
         scored = {cell: sum(r.metrics["val/acc"] for r in members) / len(members) for cell, members in by_cell.items() if cell in cells}
         if not scored:
             return
         best = max(scored, key=scored.get)
         chosen = max(by_cell[best], key=lambda r: r.metrics["val/acc"])  # its seed with the best validation accuracy
         model, example = rebuild(self.tracker, chosen.run_id)
-        version = self.tracker.log_model(chosen.run_id, model, example, f"fmnist-{self.search.name}", {"fmnist.cell": best})
+        version = self.tracker.log_model(chosen.run_id, model, example, f"fmnist-{self.search.name}", best)
         log.info(f"search {self.search.name}: registered {best} (run {chosen.run_id}, mean val/acc {scored[best]:.4f}) "
                  f"as model fmnist-{self.search.name} version {version}")
 

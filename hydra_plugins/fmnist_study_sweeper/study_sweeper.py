@@ -23,7 +23,7 @@ from hydra.errors import CompactHydraException, HydraException
 from omegaconf import OmegaConf, open_dict, read_write
 
 from fmnist.config import validate
-from fmnist.device import choose_precision, pick_device
+from fmnist.device import settle
 from fmnist.errors import ConfigError, UserError
 from fmnist.evidence import Evidence, evidence
 from fmnist.identity import semantic_params, settings_id
@@ -43,7 +43,8 @@ from fmnist.study import (
     override_key,
     table_of,
 )
-from fmnist.sweep import open_sweep_parent
+from fmnist.sweep import Sweep
+from fmnist.tracking import Tracker, resolve_uri
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,28 @@ class FmnistSweeper(BasicSweeper):
     """
 
     def sweep(self, arguments: list[str]):
+        """The multirun, with its sweep: the store is ready before any job starts, the parent run opens before the first
+        job launches (every job checked by then), and closes however the launch ends."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+        self.tracker = Tracker(resolve_uri(self.config.tracking.uri, Path(self.config.hydra.runtime.cwd)), self.config.tracking.experiment)
+        varying = [o.key_or_group for o in overrides if o.is_sweep_override()]
+        study = self.config.study.name if "study" in self.config else None
+        self.owned = Sweep(self.tracker, list(self.config.hydra.overrides.task), (["cell"] if study else []) + varying,
+                           str(self.config.hydra.launcher.get("_target_", "")), study)
+        interrupted = raised = False
+        try:
+            return self._sweep(overrides, arguments)
+        except KeyboardInterrupt:
+            interrupted = raised = True
+            raise
+        except BaseException:
+            raised = True
+            raise
+        finally:
+            self.owned.close(interrupted, raised)
+
+    def _sweep(self, overrides: list[Override], arguments: list[str]):
         self.overrides = self.split_arguments(overrides, self.max_batch_size)
         for batch in self.overrides:
             self.validate_batch_is_legal(batch)
@@ -101,8 +122,9 @@ class FmnistSweeper(BasicSweeper):
 
     def _launch_each(self, batch: list[list[str]], job_index: int):
         """Launch a batch and return every job's result, failed ones included (a search tells Optuna about those)."""
-        open_sweep_parent()  # once, before the first job: every job is valid by now
-        return self.launcher.launch(batch, initial_job_idx=job_index)
+        self.owned.open()  # once, before the first job: every job is valid by now
+        told = self.owned.job_overrides()
+        return self.launcher.launch([[*job, *told] for job in batch], initial_job_idx=job_index)
 
     def _check_job(self, job: list[str]) -> None:
         """One sentence, naming the job, for what would stop it: a value fmnist's schema refuses (optimizer.lr=-1,
@@ -112,7 +134,7 @@ class FmnistSweeper(BasicSweeper):
             with read_write(cfg), open_dict(cfg):
                 del cfg["hydra"]
             settings = validate(cfg)
-            pick_device(settings.device)
+            settle(settings.device, settings.precision)
             dataset(settings.data)  # read and verified once; jobs in this process reuse it
         except UserError as err:
             raise StudyError(f"job {' '.join(o for o in job if not o.startswith('++study.'))}: {err}") from None
@@ -141,14 +163,12 @@ class StudySweeper(FmnistSweeper):
             raise StudyError(str(err)) from None
         return study
 
-    def sweep(self, arguments: list[str]):
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+    def _sweep(self, overrides: list[Override], arguments: list[str]):
         if self.config.search.name is not None:
             return self._search(overrides)
         study = self._study(overrides)
         if study.name is None or study.seeds is None or study.cells or study.combine or any(o.get_key_element() == "seed" for o in overrides):
-            return super().sweep(arguments)  # a plain or fixed sweep: split_arguments below
+            return super()._sweep(overrides, arguments)  # a plain or fixed sweep: split_arguments below
         return self._stages(study, overrides)
 
     # ----- a search: trials asked of Optuna, launched, told; then its winners confirmed -----
@@ -207,11 +227,12 @@ class StudySweeper(FmnistSweeper):
             with read_write(cfg), open_dict(cfg):
                 del cfg["hydra"]
             settings = validate(cfg)
-            precision, why = choose_precision(settings.precision, pick_device(settings.device))
-            cfg.precision = precision  # as the job will settle `auto` on this host: the table is named by what runs
-            if why and settings.precision == "bf16" and not settings.allow_emulated_bf16:
+            hardware = settle(settings.device, settings.precision)
+            cfg.precision = hardware.precision  # as the job will settle `auto` on this host: the table is named by what runs
+            if hardware.why and settings.precision == "bf16" and not settings.allow_emulated_bf16:
+                reason = hardware.why.removeprefix("precision=bf16: ").split(",")[0]
                 raise ConfigError(
-                    f"precision=bf16: {why.split(',')[0]}, so every run of this study would take several times longer than in fp32 "
+                    f"precision=bf16: {reason}, so every run of this study would take several times longer than in fp32 "
                     "(days for a conv-net table); run it on a host with native bf16 (AVX-512-BF16 or AMX), or use precision=auto "
                     "or fp32 (a new table: runs never pool across precisions), or add allow_emulated_bf16=true to run it anyway"
                 )
@@ -232,7 +253,7 @@ class StudySweeper(FmnistSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        store = _Results(self.config, study)
+        store = _Results(self.config, study, self.tracker)
         returns, job_index, last_counts = [], 0, None
         while True:
             batch, counts = [], []
@@ -286,12 +307,9 @@ class StudySweeper(FmnistSweeper):
 class _Results:
     """The table's finished results so far: in the store (read once per run) and in the exports named by `exports=`."""
 
-    def __init__(self, config, study: StudyConfig):
-        from fmnist.sweep import OPEN_SWEEP  # the tracker fmnist.run.PrepareStore opened
-        from fmnist.tracking import Tracker, resolve_uri
-
+    def __init__(self, config, study: StudyConfig, tracker: Tracker):
         base = Path(config.hydra.runtime.cwd)
-        self.tracker = OPEN_SWEEP.get("tracker") or Tracker(resolve_uri(config.tracking.uri, base), config.tracking.experiment)
+        self.tracker = tracker
         self.study = study
         self.read: dict[str, Studied] = {}
         self.exported = Studied([], {})
@@ -299,11 +317,8 @@ class _Results:
             self.exported = self.exported + read_export(Path(base, path))
 
     def _studied(self, table: str) -> Studied:
-        from fmnist.tracking import STUDY_TAG, TABLE_TAG
-
         found = Studied([r for r in self.exported.results if r.study == self.study.name and r.table == table], self.exported.records)
-        query = f"tags.`{STUDY_TAG}` = '{self.study.name}' and tags.`{TABLE_TAG}` = '{table}' and attributes.status = 'FINISHED'"
-        for run in self.tracker.runs(query):
+        for run in self.tracker.table_runs(self.study.name, table):
             if run.run_id not in self.read:
                 self.read[run.run_id] = self.tracker.read_results(run)
             found = found + self.read[run.run_id]
