@@ -21,7 +21,7 @@ from fmnist import checkpoint
 from fmnist.config import RunSpec
 from fmnist.device import Hardware
 from fmnist.engine import Diverged
-from fmnist.errors import UserError
+from fmnist.errors import NoSpace, UserError
 from fmnist.identity import git_commit, is_semantic, run_params, settings_id
 from fmnist.lease import Lease, LeaseLost
 from fmnist.ledger import JobLine, RunFacts, Trial
@@ -282,7 +282,7 @@ class Bookkeeping:
             return  # the new owner continues this run: touch nothing
         elif isinstance(err, (KeyboardInterrupt, Terminated)):
             _fail(run, "interrupted (Ctrl-C or SIGTERM); run the same command again to resume", killed=True)
-        elif isinstance(err, (UserError, Diverged)):  # failures that would repeat themselves from the checkpoint
+        elif isinstance(err, (UserError, Diverged)) and not isinstance(err, NoSpace):  # they would repeat from the checkpoint
             _fail(run, f"{type(err).__name__}: {err}")
             self.checkpoint_path.unlink(missing_ok=True)
         else:

@@ -5,6 +5,7 @@ Files are written atomically (a temporary name, then a rename) and read with
 """
 
 import os
+import shutil
 import socket
 import uuid
 from dataclasses import asdict, dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fmnist.errors import UserError
+from fmnist.errors import NoSpace, UserError, no_space
 
 FORMAT = "fmnist-checkpoint-1"
 
@@ -52,6 +53,12 @@ def save(checkpoint: Checkpoint, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())  # on disk before it takes the checkpoint's name: a crash leaves the old one or the new one
         os.replace(partial, path)  # atomic: a reader sees the old file or the new one, never half of one
+    except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError of its stream writer
+        if no_space(err) or shutil.disk_usage(path.parent).free < 1 << 20:
+            kept = " (its last checkpoint is kept)" if path.exists() else ""
+            raise NoSpace(f"no space left on the disk of the checkpoint folder {path.parent} ({shutil.disk_usage(path.parent).free} "
+                          f"bytes free); free some space or set checkpoint_dir to another disk, then run the same command again{kept}") from None
+        raise
     finally:
         partial.unlink(missing_ok=True)  # a full disk or a failed write leaves nothing behind
     _sync_folder(path.parent)

@@ -33,6 +33,9 @@ class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"  # relative SQLite paths are taken from the launch folder
     experiment: str = "fmnist"
 
+    def __post_init__(self):
+        require(bool(self.experiment.strip()), f"tracking.experiment must name an experiment, got {self.experiment!r}")
+
 
 @dataclass
 class LaunchConfig:

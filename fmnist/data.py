@@ -222,6 +222,12 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     full_train = load_split(root, "train", cfg.verify)
     test = load_split(root, "test", cfg.verify)
     train, val = split_off_validation(full_train, cfg.val_size, cfg.split_seed)
+    if cfg.train_size is not None and cfg.train_size > len(train):
+        raise DataError(f"data.train_size={cfg.train_size} is more than the {len(train)} training images left after validation "
+                        f"(data.val_size={cfg.val_size}); use at most {len(train)}, or leave it unset for all of them")
+    if cfg.test_size is not None and cfg.test_size > len(test):
+        raise DataError(f"data.test_size={cfg.test_size} is more than the {len(test)} test images; use at most {len(test)}, "
+                        "or leave it unset for all of them")
     if cfg.train_size is not None:
         train = Split(train.images[: cfg.train_size], train.labels[: cfg.train_size])
     if cfg.test_size is not None:

@@ -13,6 +13,16 @@ class DataError(UserError):
     pass
 
 
+class NoSpace(UserError):
+    """A disk ran full (the store's, the checkpoints'): nothing about the job is wrong, so its checkpoint is kept."""
+
+
+def no_space(err: BaseException) -> bool:
+    """Whether a failure is a disk (or quota) that ran full, whatever library reports it."""
+    text = str(err).lower()
+    return getattr(err, "errno", None) in (28, 122) or "no space left" in text or "disk is full" in text or "quota exceeded" in text
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)

@@ -44,10 +44,10 @@ def train(spec: RunSpec, launch: Launch) -> float | None:
 
 def _train(spec: RunSpec, launch: Launch, book: Bookkeeping) -> float | None:
     settings, device = spec.settings, torch.device(spec.hardware.device)
+    data, inputs = dataset(settings.data)  # missing or corrupt data, or sizes it does not have, stop here (a skip too)
     skip = book.begin()
     if skip is not None:
         return skip.outcome
-    data, inputs = dataset(settings.data)  # missing or corrupt data stops here
     data = data.to(device)
     if settings.threads or launch.default_threads:
         torch.set_num_threads(settings.threads or launch.default_threads)

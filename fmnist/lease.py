@@ -112,20 +112,23 @@ class Lease:
     def _write_new(self, generation: int, holder: Holder | None = None) -> bool:
         """Create `generation`'s file with this holder (or `holder`) in it, whole; False if it already exists."""
         temporary = self.path.with_name(f"{self.path.name}.{self.me.token}.partial")
-        temporary.write_text(json.dumps(asdict(holder or self.me)))
         try:
+            temporary.write_text(json.dumps(asdict(holder or self.me)))
             os.link(temporary, self._file(generation))
             return True
         except FileExistsError:
             return False
         finally:
-            temporary.unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)  # a write that failed (a full disk) leaves nothing behind
 
     def _renew(self) -> None:
         self.me.beat += 1
         temporary = self.path.with_name(f"{self.path.name}.{self.me.token}.partial")
-        temporary.write_text(json.dumps(asdict(self.me)))
-        os.replace(temporary, self._file(self.generation))
+        try:
+            temporary.write_text(json.dumps(asdict(self.me)))
+            os.replace(temporary, self._file(self.generation))
+        finally:
+            temporary.unlink(missing_ok=True)
         self.renewed = time.monotonic()
 
     def _still_mine(self) -> bool:
@@ -254,10 +257,13 @@ class Lease:
         try:
             if self.generation is not None and self._still_mine():
                 tombstone = Holder(self.me.host, self.me.pid, RELEASED, self.me.beat)
-                if self._write_new(self.generation + 1, tombstone):
-                    for generation in self.generations():
-                        if generation <= self.generation:
-                            self._file(generation).unlink(missing_ok=True)
+                try:
+                    written = self._write_new(self.generation + 1, tombstone)
+                except OSError:  # no room for it (a full disk): end the lease by removing it
+                    written = True
+                for generation in self.generations() if written else ():
+                    if generation <= self.generation:
+                        self._file(generation).unlink(missing_ok=True)
         except OSError:
             pass  # a lease left behind is taken over like a silent one
 

@@ -8,6 +8,7 @@ from fmnist.errors import require, require_choice
 from fmnist.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass
@@ -20,7 +21,8 @@ class OptimizerConfig:
 
     def __post_init__(self):
         require_choice("optimizer", self.name, OPTIMIZERS)
-        require(self.lr > 0, f"optimizer.lr must be > 0, got {self.lr}")
+        require(0 < self.lr <= FLOAT32_MAX, f"optimizer.lr must be a finite number > 0 (at most {FLOAT32_MAX:.3g}, what float32 "
+                                            f"weights can take a step of), got {self.lr}")
         require(self.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
 
 

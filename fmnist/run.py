@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -124,6 +125,15 @@ def explain(err: BaseException) -> str | None:
     return None
 
 
+def undecodable(err: UnicodeDecodeError) -> str:
+    """The config file Hydra was reading when it met a byte that is not UTF-8 (its file source names it)."""
+    for frame, _ in traceback.walk_tb(err.__traceback__):
+        path = frame.f_locals.get("full_path")
+        if isinstance(path, str):
+            return path
+    return "a config file"
+
+
 def keep_credentials_out(argv: list[str]) -> None:
     """Credentials reach MLflow through its own environment variables only: never a param, tag, file or printed line."""
     credentials_from_environment()
@@ -146,6 +156,13 @@ def cli() -> None:
         sys.exit(f"stopped: {err}")
     except (UserError, Diverged) as err:
         sys.exit(f"error: {err}")
+    except OSError as err:
+        if not err.filename:
+            raise
+        sys.exit(f"error: cannot write {err.filename} ({err.strerror}); run from a folder you can write to, or point hydra.run.dir "
+                 "(hydra.sweep.dir for -m) at one")
+    except UnicodeDecodeError as err:
+        sys.exit(f"error: {undecodable(err)} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at position {err.start}); save it as UTF-8")
     except Exception as err:
         message = explain(err)
         if message is None:

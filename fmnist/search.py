@@ -93,6 +93,9 @@ class SearchConfig:
         require(self.trials >= 1, f"search.trials must be >= 1, got {self.trials}")
         require(self.sampler.name in SAMPLERS, f"search.sampler.name must be one of {', '.join(SAMPLERS)}; got '{self.sampler.name}'")
         require(self.pruner.name in PRUNERS, f"search.pruner.name must be one of {', '.join(PRUNERS)}; got '{self.pruner.name}'")
+        for part, key in ((self.sampler, "startup_trials"), (self.pruner, "startup_trials"), (self.pruner, "warmup_epochs")):
+            value = getattr(part, key)
+            require(value >= 0, f"search.{'sampler' if part is self.sampler else 'pruner'}.{key} must be >= 0, got {value}")
         require(not self.storage or "@" not in self.storage.split("://", 1)[-1].split("/", 1)[0],
                 f"search.storage holds a user name and password; give the URL in {STORAGE_ENV} instead (it is never logged)")
         require(self.confirm.top >= 0 and self.confirm.seeds >= 3 or self.confirm.top == 0,

@@ -10,6 +10,7 @@ import logging
 import os
 import sqlite3
 import tempfile
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -23,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fmnist import ledger
-from fmnist.errors import UserError
+from fmnist.errors import NoSpace, UserError, no_space
 from fmnist.ledger import JobLine, RunFacts, SweepFacts
 from fmnist.results import Result, Studied, predictions_digest
 
@@ -70,6 +71,9 @@ def retrying(call, *args, seconds: float = RETRY_SECONDS, **kwargs):
         try:
             return call(*args, **kwargs)
         except Exception as err:
+            if no_space(err):
+                raise NoSpace("no space left on the tracking store's disk (it could not take a write); free some space or move "
+                              "the store (tracking.uri), then run the same command again") from None
             if not is_transient(err) or time.monotonic() - start + delay > seconds:
                 raise
             logging.getLogger("fmnist.tracking").warning("the tracking store failed transiently (%s); retrying in %.1f s",
@@ -93,8 +97,24 @@ USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWO
 
 
 def has_credentials(uri: str) -> bool:
-    parts = urllib.parse.urlsplit(uri)
-    return "://" in uri and (parts.username is not None or parts.password is not None)
+    """Whether a URI with a network location carries a user name or password; UserError (printing none of it) if they are
+    not percent-encoded: an encoded URI has exactly one '@' in its authority and none after it, a '%' only before two hex digits, and a
+    port that is a number."""
+    rest = uri.split("://", 1)[1] if "://" in uri else ""
+    if "@" not in rest or rest.startswith("/"):  # no credentials, or no network location (sqlite:///a@b.db)
+        return False
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        userinfo = parts.netloc.rpartition("@")[0]
+        clean = (parts.netloc.count("@") == 1 and "@" not in parts.path + parts.query + parts.fragment and (parts.port or 0) >= 0
+                 and re.fullmatch(r"([^%]|%[0-9A-Fa-f]{2})*", userinfo) is not None)  # every % starts an escape
+    except ValueError:
+        clean = False
+    if not clean:
+        raise UserError(f"the tracking URI holds a user name and password that are not percent-encoded (one of @ : / # % ? in them); "
+                        "percent-encode them (urllib.parse.quote(password, safe='')) or give them in "
+                        f"{USERNAME_ENV} and {PASSWORD_ENV} and leave them out of the URI")
+    return parts.username is not None or parts.password is not None
 
 
 def without_credentials(uri: str) -> str:
@@ -202,8 +222,9 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    for name in ("alembic", "mlflow.store.db.utils"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # It logs a database error with its whole traceback, then raises it: the error reaches fmnist, which says it in a sentence.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def predictions_name(epoch: int, final: bool) -> str:

@@ -43,7 +43,8 @@ class SearchRunner:
         self.job_index = 0
 
     def run(self):
-        self.sweeper._check_job([*self.combo, *self._trial_overrides(self._midpoint(), 0)])  # the space composes, before any run
+        for values in self._corners():  # the space composes, every choice of it, before any run
+            self.sweeper._check_job([*self.combo, *self._trial_overrides(values, 0)])
         study = open_study(self.search, self.storage, self.name)
         log.info(f"search {self.search.name}: Optuna study {self.name} in {self._shown_storage()}")
         returns = self._trials(study)
@@ -86,6 +87,11 @@ class SearchRunner:
 
     def _trial_overrides(self, values: dict, number: int) -> list[str]:
         return [*as_overrides(values), f"++search.trial={number}", f"++search.study={self.name}"]
+
+    def _corners(self) -> list[dict]:
+        """The midpoint of the space, and with each choice's every value in turn: enough to check that every choice composes."""
+        middle = self._midpoint()
+        return [middle, *({**middle, key: choice} for key, p in self.search.params.items() if p.type == "choice" for choice in p.choices[1:])]
 
     def _midpoint(self) -> dict:
         values = {}

@@ -22,7 +22,7 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import CompactHydraException, HydraException
 from omegaconf import OmegaConf, open_dict, read_write
 
-from fmnist.config import validate
+from fmnist.config import TrackingConfig, validate
 from fmnist.device import settle
 from fmnist.errors import ConfigError, UserError
 from fmnist.evidence import Evidence, evidence
@@ -81,7 +81,11 @@ class FmnistSweeper(BasicSweeper):
         job launches (every job checked by then), and closes however the launch ends."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
-        self.tracker = Tracker(resolve_uri(self.config.tracking.uri, Path(self.config.hydra.runtime.cwd)), self.config.tracking.experiment)
+        try:
+            tracking = TrackingConfig(**self.config.tracking)  # the store this sweep's parent goes to, checked first
+        except UserError as err:
+            raise StudyError(str(err)) from None
+        self.tracker = Tracker(resolve_uri(tracking.uri, Path(self.config.hydra.runtime.cwd)), tracking.experiment)
         varying = [o.key_or_group for o in overrides if o.is_sweep_override()]
         study = self.config.study.name if "study" in self.config else None
         self.owned = Sweep(self.tracker, list(self.config.hydra.overrides.task), (["cell"] if study else []) + varying,
@@ -100,6 +104,9 @@ class FmnistSweeper(BasicSweeper):
 
     def _sweep(self, overrides: list[Override], arguments: list[str]):
         self.overrides = self.split_arguments(overrides, self.max_batch_size)
+        if not any(self.overrides):
+            empty = ", ".join(o.input_line for o in overrides if o.is_sweep_override()) or "the command line"
+            raise StudyError(f"this sweep has no jobs ({empty} gives no values); give each swept key at least one value")
         for batch in self.overrides:
             self.validate_batch_is_legal(batch)
             for job in batch:
@@ -136,8 +143,11 @@ class FmnistSweeper(BasicSweeper):
             settings = validate(cfg)
             settle(settings.device, settings.precision)
             dataset(settings.data)  # read and verified once; jobs in this process reuse it
-        except UserError as err:
-            raise StudyError(f"job {' '.join(o for o in job if not o.startswith('++study.'))}: {err}") from None
+        except (UserError, HydraException) as err:
+            if not isinstance(err, UserError) and explain(err) is None:
+                raise
+            message = err if isinstance(err, UserError) else explain(err)
+            raise StudyError(f"job {' '.join(o for o in job if not o.startswith('++study.'))}: {message}") from None
 
 
 @dataclass
