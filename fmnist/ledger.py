@@ -44,6 +44,7 @@ NOTE = "mlflow.note.content"  # MLflow's own: the description the UI shows on a 
 # A sweep's parent run.
 PARENT = "fmnist.parent"  # marks it: it holds no training; its jobs' runs are its children
 SWEEP_COMMAND, VARYING, LAUNCHER = "fmnist.sweep_command", "fmnist.varying", "fmnist.launcher"
+SWEEP_LEASE = "fmnist.sweep_lease"  # the lease its launching process holds while it runs: a later launch tells a dead one by it
 JOB = "fmnist.job."  # one per job, numbered: its JobLine (JSON)
 FAILED_JOBS = "fmnist.failed_jobs"
 # A report's summary run, and the experiment.
@@ -145,18 +146,19 @@ class SweepFacts:
     launcher: str
     study: str | None = None
     commit: str = ""
+    lease: str = ""  # the launching process's lease file (absent from parents older than it)
 
     def tags(self) -> dict[str, str]:
         tags = {PARENT: "1", _RUN["sweep_id"]: self.sweep_id, SWEEP_COMMAND: shlex.join(self.command), VARYING: json.dumps(list(self.varying)),
                 LAUNCHER: self.launcher, _RUN["commit"]: self.commit}
-        return tags | ({_RUN["study_name"]: self.study} if self.study else {})
+        return tags | ({_RUN["study_name"]: self.study} if self.study else {}) | ({SWEEP_LEASE: self.lease} if self.lease else {})
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> "SweepFacts | None":
         if tags.get(PARENT) != "1":
             return None
         return cls(tags.get(_RUN["sweep_id"], ""), tuple(shlex.split(tags.get(SWEEP_COMMAND, ""))), tuple(json.loads(tags.get(VARYING) or "[]")),
-                   tags.get(LAUNCHER, ""), tags.get(_RUN["study_name"]), tags.get(_RUN["commit"], ""))
+                   tags.get(LAUNCHER, ""), tags.get(_RUN["study_name"]), tags.get(_RUN["commit"], ""), tags.get(SWEEP_LEASE, ""))
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ class JobLine:
 
     number: int
     overrides: str
-    outcome: str  # trained, resumed, skipped, pruned, failed, lost
+    outcome: str  # trained, resumed, skipped, pruned, failed, lost, cancelled
     run_id: str | None = None
     reason: str = ""
     where: str = ""  # for a skipped job: "the store" or the export that holds its run

@@ -2,15 +2,26 @@
 each job's run its child (whatever launcher runs it), each job's outcome recorded on it, and closed FINISHED
 or FAILED by how its jobs ended. The launching process holds the `Sweep`; each job learns its sweep from the
 `launch.*` values the sweeper gives it (`job_overrides`), so nothing passes through globals or the environment.
+
+The parent is owned like a job: its launching process holds a lease (fmnist.lease) from before the parent
+exists until it is closed, and the parent names the lease. A launch of the same command that finds a parent
+still RUNNING whose lease has gone stale (its launcher was killed, its host lost) closes it KILLED, saying
+how many of its jobs had finished; a parent whose launcher is alive (a launch racing this one) is left alone.
 """
 
 import hashlib
+import logging
 import time
+from pathlib import Path
 
+from fmnist.errors import UserError
 from fmnist.identity import git_commit, is_semantic
-from fmnist.ledger import SweepFacts
+from fmnist.lease import Busy, Lease
+from fmnist.ledger import JobLine, SweepFacts
 from fmnist.study import override_key
-from fmnist.tracking import TrackedRun, Tracker
+from fmnist.tracking import RunRecord, TrackedRun, Tracker
+
+log = logging.getLogger(__name__)
 
 
 def new_sweep_id() -> str:
@@ -20,15 +31,46 @@ def new_sweep_id() -> str:
 class Sweep:
     """One launch of a multirun, in the process that launches it."""
 
-    def __init__(self, tracker: Tracker, command: list[str], varying: list[str], launcher: str, study: str | None):
+    def __init__(self, tracker: Tracker, command: list[str], varying: list[str], launcher: str, study: str | None,
+                 lease_folder: Path, lease_seconds: float):
         self.tracker = tracker
-        self.facts = SweepFacts(new_sweep_id(), tuple(command), tuple(varying), launcher, study, git_commit())
+        sweep_id = new_sweep_id()
+        self.lease = Lease(lease_folder.absolute() / f"sweep-{sweep_id}.lease", stale_after=lease_seconds)
+        self.facts = SweepFacts(sweep_id, tuple(command), tuple(varying), launcher, study, git_commit(), str(self.lease.path))
         self.parent: TrackedRun | None = None
 
     def open(self) -> None:
-        """The parent run, once, when the sweeper has checked every job (bad input leaves no run behind)."""
+        """The parent run, once, when the sweeper has checked every job (bad input leaves no run behind); first the
+        lease (so no launch ever sees this parent without it), then the parents that dead launches of this command left."""
         if self.parent is None:
+            self.lease.acquire()
+            for orphan in self.tracker.running_parents():
+                if orphan.sweep and orphan.sweep.command == self.facts.command and orphan.sweep.sweep_id != self.facts.sweep_id:
+                    self._close_if_dead(orphan)
             self.parent = self.tracker.open_parent(sweep_name(self.facts), self.facts)
+
+    def _close_if_dead(self, orphan: RunRecord) -> None:
+        """Close KILLED a parent whose launcher no longer renews its lease (at once if it was a process of this host that
+        is gone; else once its heartbeat has stood still for the lease's length). Parents older than the lease, or whose
+        lease lies in a folder this host cannot see, are left: nothing here can tell whether their launcher lives."""
+        if not orphan.sweep.lease or not Path(orphan.sweep.lease).parent.is_dir():
+            return
+        theirs = Lease(Path(orphan.sweep.lease), stale_after=self.lease.stale_after)
+        try:
+            theirs.acquire()
+        except (Busy, UserError):
+            return  # its launcher is alive: a launch of the same command racing this one
+        try:
+            if (self.tracker.get(orphan.run_id) or orphan).status != "RUNNING":
+                return  # its launcher closed it after all
+            children = self.tracker.children(orphan.run_id)
+            finished = sum(1 for r in children if r.status == "FINISHED")
+            reason = (f"its launch stopped without closing it (no heartbeat on {orphan.sweep.lease}); {finished} of its {len(children)} "
+                      f"job run(s) had finished; the same command, launched again as sweep {self.facts.sweep_id}, closed it")
+            self.tracker.closing(orphan.run_id).fail(reason, killed=True)
+            log.warning(f"closed the parent run {orphan.run_id} of sweep {orphan.sweep.sweep_id}: {reason}")
+        finally:
+            theirs.release()
 
     def job_overrides(self) -> list[str]:
         """What each job is told of its sweep (config `launch`: not part of what a run computes)."""
@@ -36,11 +78,24 @@ class Sweep:
         parent = [f"launch.parent_run_id={self.parent.run_id}"] if self.parent else []
         return [f"launch.sweep_id={self.facts.sweep_id}", *parent, f"launch.varying=[{varying}]"]
 
+    def record_failed(self, number: int, overrides: str, reason: str) -> None:
+        """A job that could not record its own outcome (its worker process died)."""
+        if self.parent is not None:
+            self.parent.record_job(JobLine(number, overrides, "failed", None, reason))
+
     def close(self, interrupted: bool, raised: bool) -> None:
         """FINISHED when every job finished or was skipped; else FAILED (KILLED if interrupted), saying how many failed."""
+        try:
+            self._close(interrupted, raised)
+        finally:
+            self.lease.release()
+
+    def _close(self, interrupted: bool, raised: bool) -> None:
         if self.parent is None:
             return
         record = self.tracker.get(self.parent.run_id)
+        if record is not None and record.status != "RUNNING":
+            return  # this launcher was paused past its lease and a later launch closed its parent: leave that be
         lines = record.jobs if record else ()
         failed = [line for line in lines if line.outcome == "failed"]
         # Jobs, not runs: a job whose run another run superseded, or that finished in another run, did not fail.

@@ -44,7 +44,7 @@ def test_any_run_record_reads_back_from_its_tags(facts):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.builds(SweepFacts, text, st.lists(text, max_size=4).map(tuple), st.lists(word, max_size=3).map(tuple), text, st.none() | text, text))
+@given(st.builds(SweepFacts, text, st.lists(text, max_size=4).map(tuple), st.lists(word, max_size=3).map(tuple), text, st.none() | text, text, text))
 def test_any_sweep_record_reads_back_from_its_tags(sweep):
     tags = sweep.tags()
     assert ledger.is_parent(tags) and SweepFacts.from_tags(tags) == sweep

@@ -21,7 +21,7 @@ from fmnist.errors import ConfigError
 from fmnist.job import dataset
 from fmnist.search import Sampler, SearchConfig
 from fmnist.transforms import TransformConfig, build_transform
-from tests.conftest import cli, runs_of, store
+from tests.conftest import cli, is_parent, runs_of, store
 
 SEARCH = ["search=mlp_regularisation", "model=mlp", "data.train_size=2000", "data.test_size=2000", "schedule.epochs=2",
           "progress=false", "threads=1"]
@@ -73,6 +73,8 @@ def test_a_search_killed_mid_trial_ends_at_its_count_with_every_trial_once(tmp_p
         assert "test/acc" not in run.data.metrics  # the test set plays no part in a search
     kept = {r.info.run_id for r in finished}
     assert all(r.info.status == "KILLED" and "fmnist.superseded_by" in r.data.tags for r in trial_runs(uri) if r.info.run_id not in kept)
+    parents = [r for r in runs_of(uri, "mlp_regularisation", parents=True)[1] if is_parent(r)]
+    assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"]  # the killed launch's parent is closed, not orphaned
 
 
 @pytest.mark.slow

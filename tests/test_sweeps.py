@@ -69,6 +69,10 @@ def test_a_sweep_killed_mid_job_resumes_and_ends_like_an_uninterrupted_one(tmp_p
     client, runs = runs_of(uri)
     assert [r.info.status for r in runs] == ["FINISHED"] * 3
     assert runs[1].info.run_id == killed_id  # the same MLflow run continued
+    # No orphan: the killed launch's parent is closed by the next launch of the command, with what it had done.
+    dead, alive = [r for r in runs_of(uri, parents=True)[1] if is_parent(r)]
+    assert (dead.info.status, alive.info.status) == ("KILLED", "FINISHED")
+    assert "its launch stopped without closing it" in facts(dead).failure and "1 of its 2 job run(s) had finished" in facts(dead).failure
     for run in runs:
         for key in ("train/loss", "val/acc", "epoch/seconds"):
             assert steps(client, run, key) == [1, 2, 3], (run.info.run_name, key)

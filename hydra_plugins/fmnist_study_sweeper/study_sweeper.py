@@ -12,6 +12,8 @@ instantiates sweepers only from the `hydra_plugins` namespace package, hence thi
 """
 
 import logging
+import sys
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException, HydraException
 from omegaconf import OmegaConf, open_dict, read_write
 
@@ -89,7 +92,9 @@ class FmnistSweeper(BasicSweeper):
         varying = [o.key_or_group for o in overrides if o.is_sweep_override()]
         study = self.config.study.name if "study" in self.config else None
         self.owned = Sweep(self.tracker, list(self.config.hydra.overrides.task), (["cell"] if study else []) + varying,
-                           str(self.config.hydra.launcher.get("_target_", "")), study)
+                           str(self.config.hydra.launcher.get("_target_", "")), study,
+                           Path(self.config.hydra.runtime.cwd) / self.config.checkpoint_dir, float(self.config.lease_seconds))
+        self.failed: list[JobReturn] = []
         interrupted = raised = False
         try:
             return self._sweep(overrides, arguments)
@@ -117,21 +122,61 @@ class FmnistSweeper(BasicSweeper):
         returns, job_index = [], 0
         while not self.is_done():
             batch = self.get_job_batch()
-            returns.append(self._launch(batch, job_index))
+            returns.append(self._launch(batch, job_index, stop=False))
             job_index += len(batch)
+        self._raise_failures(job_index)
         return returns
 
-    def _launch(self, batch: list[list[str]], job_index: int):
+    def _launch(self, batch: list[list[str]], job_index: int, stop: bool = True):
+        """Launch a batch; its failed jobs are kept for the summary, which ends the sweep now if `stop` (a study's next
+        stage needs every result) or once every batch has run."""
         results = self._launch_each(batch, job_index)
-        for r in results:
-            _ = r.return_value  # a failed job raises here (after the others ran)
+        self.failed += [r for r in results if r.status == JobStatus.FAILED]
+        if stop:
+            self._raise_failures(job_index + len(batch))
         return results
+
+    def _raise_failures(self, launched: int) -> None:
+        """One sentence for the jobs that failed (each its reason, the first few listed), after every other job ran."""
+        if not self.failed:
+            return
+        shown = [f"{self._shown(r.overrides)}: {_reason(r._return_value)}" for r in self.failed[:3]]
+        more = f"; and {len(self.failed) - 3} more (each job's outcome is on the sweep's parent run)" if len(self.failed) > 3 else ""
+        raise StudyError(f"{len(self.failed)} of {launched} job(s) failed — {'; '.join(shown)}{more}. The other jobs ran; run the same "
+                         "command again to retry the failed ones (finished jobs are skipped)")
 
     def _launch_each(self, batch: list[list[str]], job_index: int):
         """Launch a batch and return every job's result, failed ones included (a search tells Optuna about those)."""
         self.owned.open()  # once, before the first job: every job is valid by now
         told = self.owned.job_overrides()
-        return self.launcher.launch([[*job, *told] for job in batch], initial_job_idx=job_index)
+        jobs = [[*job, *told] for job in batch]
+        if QUIET_TRACKER not in sys.warnoptions:  # read when the resource tracker starts, with the first parallel launch
+            # A worker killed mid-job leaves its semaphores to multiprocessing's resource tracker, which reclaims them and
+            # warns at exit, after the sweep's last line.
+            sys.warnoptions.append(QUIET_TRACKER)
+        for attempt in range(1, WORKER_RETRIES + 1):
+            try:
+                return self.launcher.launch(jobs, initial_job_idx=job_index)
+            except BrokenExecutor as err:
+                log.warning(f"a worker process died ({_reason(err)}), and with it the jobs the launcher was running; launching the batch "
+                            f"of {len(jobs)} again (try {attempt + 1}): finished jobs are skipped, the others resume from their checkpoints")
+        # A job that kills its worker each time: found by running the batch's jobs one at a time.
+        return [self._alone(job, job_index + i) for i, job in enumerate(jobs)]
+
+    def _alone(self, job: list[str], number: int) -> JobReturn:
+        for _ in range(2):
+            try:
+                return self.launcher.launch([job], initial_job_idx=number)[0]
+            except BrokenExecutor as err:
+                died = err
+        reason = f"its worker process died each time it ran, alone too ({_reason(died)}): killed, or out of memory?"
+        self.owned.record_failed(number, self._shown(job), reason)
+        return JobReturn(overrides=job, status=JobStatus.FAILED, _return_value=RuntimeError(reason))
+
+    def _shown(self, overrides) -> str:
+        """A job as a person reads it: the overrides that differ between the sweep's jobs (all of them if none do)."""
+        own = [o for o in overrides if not o.startswith(("++study.", "launch."))]
+        return " ".join([o for o in own if override_key(o) in self.owned.facts.varying] or own)
 
     def _check_job(self, job: list[str]) -> None:
         """One sentence, naming the job, for what would stop it: a value fmnist's schema refuses (optimizer.lr=-1,
@@ -280,7 +325,7 @@ class StudySweeper(FmnistSweeper):
                 )
             last_counts = counts
             self.validate_batch_is_legal(batch)
-            returns.append(self._launch(batch, job_index))  # a failed job raises here: the next stage needs its result
+            returns.append(self._launch(batch, job_index))  # failed jobs end the sweep here: the next stage needs their results
             job_index += len(batch)
         for t in tables:
             ev = store.evidence(t, study)
@@ -359,3 +404,15 @@ def _missing(t: Table, planned: list[Job], wanted: dict[str, list[int]], have: d
 def _summary(ev: Evidence, t: Table) -> str:
     decided = ", ".join(f"{name}: {d.verdict}" + (f" (stage {d.stage})" if d.stage else "") for name, d in ev.outcome.decisions.items())
     return f"study {ev.record.study} {' '.join(t.combo)}: {ev.outcome.stages_done} stage(s); {decided}"
+
+
+WORKER_RETRIES = 3  # launches of a batch whose worker processes keep dying, before its jobs run one at a time
+
+
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
+def _reason(err) -> str:
+    """The first sentence of an error (a worker's death is explained at length)."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return text.split(". ")[0].rstrip(".")[:300]
