@@ -21,8 +21,9 @@ class OptimizerConfig:
 
     def __post_init__(self):
         require_choice("optimizer", self.name, OPTIMIZERS)
-        require(0 < self.lr <= FLOAT32_MAX, f"optimizer.lr must be a finite number > 0 (at most {FLOAT32_MAX:.3g}, what float32 "
-                                            f"weights can take a step of), got {self.lr}")
+        require(self.lr > 0, f"optimizer.lr must be > 0, got {self.lr}")
+        require(self.lr <= FLOAT32_MAX, f"optimizer.lr must be a finite number > 0 and at most {FLOAT32_MAX:.3g} (what float32 "
+                                        f"weights can take a step of), got {self.lr}")
         require(self.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
 
 

@@ -157,8 +157,11 @@ def cli() -> None:
     except (UserError, Diverged) as err:
         sys.exit(f"error: {err}")
     except OSError as err:
-        if not err.filename:
-            raise
+        if not err.filename:  # Hydra's MissingConfigException is an OSError too
+            message = explain(err)
+            if message is None:
+                raise
+            sys.exit(f"error: {message}")
         sys.exit(f"error: cannot write {err.filename} ({err.strerror}); run from a folder you can write to, or point hydra.run.dir "
                  "(hydra.sweep.dir for -m) at one")
     except UnicodeDecodeError as err:

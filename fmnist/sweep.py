@@ -38,6 +38,7 @@ class Sweep:
         self.lease = Lease(lease_folder.absolute() / f"sweep-{sweep_id}.lease", stale_after=lease_seconds)
         self.facts = SweepFacts(sweep_id, tuple(command), tuple(varying), launcher, study, git_commit(), str(self.lease.path))
         self.parent: TrackedRun | None = None
+        self.summary = ""  # what a person should know of a sweep that finished (jobs cancelled on Slurm)
 
     def open(self) -> None:
         """The parent run, once, when the sweeper has checked every job (bad input leaves no run behind); first the
@@ -83,6 +84,28 @@ class Sweep:
         if self.parent is not None:
             self.parent.record_job(JobLine(number, overrides, "failed", None, reason))
 
+    def record_cancelled(self, number: int, overrides: str, reason: str, slurm_job: str) -> None:
+        """A job whose Slurm task was cancelled: its outcome, and its run (if it had one) closed KILLED once its lease is
+        taken (its process is gone by then, or stopped renewing): nothing it writes later can land."""
+        if self.parent is None:
+            return
+        run = next((r for r in self.tracker.children(self.parent.run_id) if r.facts.slurm_job == slurm_job and r.status == "RUNNING"), None)
+        if run is not None and run.facts.fingerprint:
+            theirs = Lease(self.lease.path.parent / f"{run.facts.fingerprint}.lease", stale_after=self.lease.stale_after,
+                           wait=self.lease.stale_after + 5)
+            try:
+                theirs.acquire()
+            except (Busy, UserError) as err:
+                log.warning(f"the run {run.run_id} of the cancelled job {overrides} is left as it is: {err}")
+            else:
+                try:
+                    if (self.tracker.get(run.run_id) or run).status == "RUNNING":
+                        self.tracker.closing(run.run_id).fail(f"{reason}; run the same command again to go on from its checkpoint",
+                                                              killed=True)
+                finally:
+                    theirs.release()
+        self.parent.record_job(JobLine(number, overrides, "cancelled", run.run_id if run else None, reason))
+
     def close(self, interrupted: bool, raised: bool) -> None:
         """FINISHED when every job finished or was skipped; else FAILED (KILLED if interrupted), saying how many failed."""
         try:
@@ -98,17 +121,19 @@ class Sweep:
             return  # this launcher was paused past its lease and a later launch closed its parent: leave that be
         lines = record.jobs if record else ()
         failed = [line for line in lines if line.outcome == "failed"]
+        cancelled = {line.run_id for line in lines if line.outcome == "cancelled"}  # their own outcome: not a failure
         # Jobs, not runs: a job whose run another run superseded, or that finished in another run, did not fail.
         children = self.tracker.children(self.parent.run_id)
         finished = {r.facts.fingerprint for r in children if r.status == "FINISHED"}
-        unfinished = {r.facts.fingerprint for r in children if r.status != "FINISHED" and not r.facts.superseded_by} - finished
+        unfinished = {r.facts.fingerprint for r in children
+                      if r.status != "FINISHED" and not r.facts.superseded_by and r.run_id not in cancelled} - finished
         count = max(len(failed), len(unfinished), 1 if raised else 0)
         if interrupted:
             self.parent.fail(f"interrupted after {len(lines)} job(s) ended", killed=True)
         elif count:
             self.parent.fail(f"{count} of {max(len(lines), count)} job(s) failed", failed_jobs=count)
         else:
-            self.parent.finish()
+            self.parent.finish(self.summary)
 
 
 def sweep_name(sweep: SweepFacts) -> str:

@@ -536,7 +536,9 @@ class TrackedRun:
     def log_artifacts(self, folder: Path) -> None:
         self.client.log_artifacts(self.run_id, str(folder))
 
-    def finish(self) -> None:
+    def finish(self, note: str = "") -> None:
+        if note:
+            self._set_tags({ledger.NOTE: note})
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def fail(self, reason: str, killed: bool = False, failed_jobs: int | None = None) -> None:

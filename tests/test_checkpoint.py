@@ -1,8 +1,11 @@
+import os
+
 import pytest
 import torch
 
 from fmnist import checkpoint
 from fmnist.engine import EpochResult
+from fmnist.errors import NoSpace
 from fmnist.models import MLPConfig, build_model
 
 
@@ -63,17 +66,21 @@ def test_a_truncated_checkpoint_is_refused(tmp_path):
         checkpoint.load(path)
 
 
-def test_a_write_that_fails_leaves_the_old_checkpoint_and_no_partial_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("errno,raised,message", [
+    (28, NoSpace, "no space left on the disk of the checkpoint folder .*its last checkpoint is kept"),
+    (5, OSError, "Input/output error"),
+])
+def test_a_write_that_fails_leaves_the_old_checkpoint_and_no_partial_file(tmp_path, monkeypatch, errno, raised, message):
     model, optimizer, generator = make_state()
     path = tmp_path / "abc.pt"
     checkpoint.save(checkpoint.capture("run-1", "abc", [], model, optimizer, generator), path)
     before = path.read_bytes()
 
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def failing_disk(*args, **kwargs):
+        raise OSError(errno, os.strerror(errno))
 
-    monkeypatch.setattr(checkpoint.os, "fsync", full_disk)  # the data never reaches the disk
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr(checkpoint.os, "fsync", failing_disk)  # the data never reaches the disk
+    with pytest.raises(raised, match=message):
         checkpoint.save(checkpoint.capture("run-1", "abc", [EpochResult(1, 0.5, 0.8, 0.4, 0.85, 2.0)], model, optimizer, generator), path)
     assert path.read_bytes() == before and not list(tmp_path.glob("*.partial"))
 

@@ -147,3 +147,59 @@ def test_a_search_on_slurm_shares_one_optuna_study_on_mariadb_without_duplicates
     stored = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
     assert sorted(t.number for t in stored) == [0, 1, 2, 3] and all(t.state.is_finished() for t in stored)
     assert all("mysql" not in v and storage not in v for r in trials for v in [*r.data.params.values(), *r.data.tags.values()])
+
+
+def first_job_run(client: MlflowClient, experiment: str, epochs_done: int = 0, timeout: float = 600):
+    """The first job run of the experiment's sweep on Slurm to have logged `epochs_done` epochs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for run in runs(client, experiment):
+            if not is_parent(run) and facts(run).slurm_job and run.info.status == "RUNNING" and len(steps(client, run)) >= epochs_done:
+                return run
+        time.sleep(0.5)
+    raise AssertionError(f"no Slurm job of {experiment} reached epoch {epochs_done}")
+
+
+def test_a_cancelled_task_is_its_jobs_outcome_and_the_sweep_waits_for_the_others_and_ends_0(server, tmp_path, real_data_root):
+    experiment = f"cluster-{uuid.uuid4().hex[:8]}"
+    command = slurm_sweep(server, experiment, tmp_path, real_data_root, "seed=0,1,2", "data.train_size=20000", "schedule.epochs=12")
+    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(server)
+    victim = first_job_run(client, experiment, epochs_done=1)
+    job = facts(victim).slurm_job
+    subprocess.run(["scancel", job], check=True, timeout=60)
+
+    out, err = sweep.communicate(timeout=900)
+    assert sweep.returncode == 0, err[-4000:]
+    said = [line for line in (out + err).splitlines() if "cancelled on Slurm" in line]
+    assert said and f"1 of 3 job(s) cancelled on Slurm before they finished — seed={victim.data.params['seed']} ({job})" in said[-1], (out + err)[-3000:]
+    found = runs(client, experiment)
+    (parent,) = [r for r in found if is_parent(r)]
+    children = [r for r in found if not is_parent(r)]
+    assert parent.info.status == "FINISHED" and "cancelled on Slurm" in parent.data.tags["mlflow.note.content"]
+    outcomes = {o.run_id: o.outcome for o in jobs_of(parent)}
+    assert outcomes[victim.info.run_id] == "cancelled" and sorted(outcomes.values()) == ["cancelled", "trained", "trained"], outcomes
+    closed = client.get_run(victim.info.run_id)
+    assert closed.info.status == "KILLED" and "was cancelled before it finished" in closed.data.tags["mlflow.note.content"]
+    others = [r for r in children if r.info.run_id != victim.info.run_id]
+    assert len(children) == 3 and all(r.info.status == "FINISHED" and steps(client, r) == list(range(1, 13)) for r in others)
+
+
+def test_a_task_whose_training_process_is_killed_is_submitted_again_and_resumes(server, tmp_path, real_data_root):
+    experiment = f"cluster-{uuid.uuid4().hex[:8]}"
+    command = slurm_sweep(server, experiment, tmp_path, real_data_root, "seed=0,1", "data.train_size=20000", "schedule.epochs=8")
+    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(server)
+    victim = first_job_run(client, experiment, epochs_done=2)
+    os.kill(facts(victim).pid, 9)  # the local cluster's node is this machine
+
+    out, err = sweep.communicate(timeout=900)
+    assert sweep.returncode == 0, err[-4000:]
+    assert "ended without a result" in out + err and "submitting their jobs again (try 2 of 3)" in out + err, (out + err)[-3000:]
+    found = runs(client, experiment)
+    (parent,) = [r for r in found if is_parent(r)]
+    children = [r for r in found if not is_parent(r)]
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 2 and all(r.info.status == "FINISHED" and steps(client, r) == list(range(1, 9)) for r in children)
+    resumed = [o for o in jobs_of(parent) if o.outcome == "resumed"]
+    assert [o.run_id for o in resumed] == [victim.info.run_id]  # the same run, continued from its checkpoint

@@ -104,8 +104,13 @@ def test_launcher_presets_compose(launcher):
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
-    assert "submitit" in cfg.hydra.launcher._target_ or "joblib" in cfg.hydra.launcher._target_
+    assert "submitit" in cfg.hydra.launcher._target_ or "joblib" in cfg.hydra.launcher._target_ or launcher == "slurm"
     if launcher == "slurm":
+        from hydra.utils import get_class
+
+        from hydra_plugins.fmnist_study_sweeper.slurm_launcher import FmnistSlurmLauncher
+
+        assert get_class(cfg.hydra.launcher._target_) is FmnistSlurmLauncher  # fmnist's own: a cancelled task is its job's outcome
         assert cfg.hydra.launcher.cpus_per_task == 8 and cfg.hydra.launcher.gpus_per_node == 1
 
 

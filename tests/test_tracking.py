@@ -135,6 +135,7 @@ def test_a_damaged_store_is_named_and_left_untouched(tmp_path, content):
 
 LOG_SAME_DATA = """
 import sys, time
+from fmnist.ledger import RunFacts
 from fmnist.tracking import Tracker
 tracker = Tracker(sys.argv[1], "fmnist")
 for i in range(20):

@@ -48,6 +48,7 @@ from fmnist.study import (
 )
 from fmnist.sweep import Sweep
 from fmnist.tracking import Tracker, resolve_uri
+from hydra_plugins.fmnist_study_sweeper.slurm_launcher import JobCancelled
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class FmnistSweeper(BasicSweeper):
                            str(self.config.hydra.launcher.get("_target_", "")), study,
                            Path(self.config.hydra.runtime.cwd) / self.config.checkpoint_dir, float(self.config.lease_seconds))
         self.failed: list[JobReturn] = []
+        self.cancelled: list[JobReturn] = []  # on Slurm: each one its job's outcome
         interrupted = raised = False
         try:
             return self._sweep(overrides, arguments)
@@ -131,13 +133,28 @@ class FmnistSweeper(BasicSweeper):
         """Launch a batch; its failed jobs are kept for the summary, which ends the sweep now if `stop` (a study's next
         stage needs every result) or once every batch has run."""
         results = self._launch_each(batch, job_index)
-        self.failed += [r for r in results if r.status == JobStatus.FAILED]
+        for number, result in enumerate(results, job_index):
+            if isinstance(result._return_value, JobCancelled):
+                self.cancelled.append(result)
+                self.owned.record_cancelled(number, self._shown(result.overrides), str(result._return_value), result._return_value.slurm_job)
+            elif result.status == JobStatus.FAILED:
+                self.failed.append(result)
         if stop:
-            self._raise_failures(job_index + len(batch))
+            self._raise_failures(job_index + len(batch), stopping=True)
         return results
 
-    def _raise_failures(self, launched: int) -> None:
-        """One sentence for the jobs that failed (each its reason, the first few listed), after every other job ran."""
+    def _raise_failures(self, launched: int, stopping: bool = False) -> None:
+        """One sentence for the jobs that failed (each its reason, the first few listed), after every other job ran; the
+        jobs cancelled on Slurm are their own outcome (said, not a failure), except where the next stage needs them."""
+        if self.cancelled and not self.failed:
+            shown = "; ".join(f"{self._shown(r.overrides)} ({r._return_value.slurm_job})" for r in self.cancelled[:3])
+            more = f" and {len(self.cancelled) - 3} more" if len(self.cancelled) > 3 else ""
+            said = (f"{len(self.cancelled)} of {launched} job(s) cancelled on Slurm before they finished — {shown}{more}; the "
+                    "other jobs ran. Run the same command again to run the cancelled ones (finished jobs are skipped)")
+            if stopping:
+                raise StudyError(f"{said}; the study's next stage needs every job of this one")
+            log.warning(said)
+            self.owned.summary = said
         if not self.failed:
             return
         shown = [f"{self._shown(r.overrides)}: {_reason(r._return_value)}" for r in self.failed[:3]]
