@@ -23,12 +23,14 @@ from fmnist.device import Hardware
 from fmnist.engine import Diverged
 from fmnist.errors import NoSpace, UserError
 from fmnist.identity import git_commit, is_semantic, run_params, settings_id
-from fmnist.lease import Lease, LeaseLost
+from fmnist.lease import Busy, Lease, LeaseLost
 from fmnist.ledger import JobLine, RunFacts, Trial
 from fmnist.results import exported_runs
 from fmnist.study import StudyConfig, override_key, readings, record
 from fmnist.sweep import varying_name
 from fmnist.tracking import RunRecord, TrackedRun, Tracker, resolve_uri
+
+OWNER_WAIT = 7 * 24 * 3600.0  # a sweep's job waits this long for a live copy of it (in another launch) to end
 
 
 class Terminated(BaseException):
@@ -174,6 +176,19 @@ class Bookkeeping:
         self.name = name_of(launch, settings.study)
         self.params = run_params(spec.values)
         self.closed = False  # the job's end is recorded
+
+    def hold(self) -> Lease:
+        """The job's lease, taken. While a live process trains this job: a single run stops, naming it; a job of a sweep
+        (a launch of the same sweep racing this one) waits for that owner to end, then skips its run or takes over."""
+        try:
+            self.lease.acquire()
+        except Busy as err:
+            if self.parent is None:
+                raise
+            say(f"{str(err).split('; ')[0]}; as a job of a sweep, this copy waits for it to end, then skips its run or takes over")
+            self.lease.wait = OWNER_WAIT
+            self.lease.acquire()
+        return self.lease
 
     def begin(self) -> Skip | None:
         """Before the lease: a finished run that stands for this job, recorded as its outcome; None: go on."""

@@ -52,7 +52,7 @@ def _train(spec: RunSpec, launch: Launch, book: Bookkeeping) -> float | None:
     if settings.threads or launch.default_threads:
         torch.set_num_threads(settings.threads or launch.default_threads)
 
-    with book.lease:  # a live copy of this job elsewhere stops here
+    with book.hold():  # a live copy of this job elsewhere: a single run stops here, a sweep's job waits for it
         taken = book.take(lambda saved: misfit(saved, settings, device), spec.hardware)
         if isinstance(taken, Skip):  # it finished while this copy was starting
             return taken.outcome

@@ -268,7 +268,8 @@ class Lease:
             pass  # a lease left behind is taken over like a silent one
 
     def __enter__(self) -> "Lease":
-        self.acquire()
+        if self.generation is None:  # not taken yet
+            self.acquire()
         return self
 
     def __exit__(self, *exc) -> None:

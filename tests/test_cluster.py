@@ -5,6 +5,7 @@ message, unless FMNIST_REQUIRE_CLUSTER=1 (CI), where it fails.
 """
 
 import getpass
+import json
 import os
 import subprocess
 import sys
@@ -203,3 +204,21 @@ def test_a_task_whose_training_process_is_killed_is_submitted_again_and_resumes(
     assert len(children) == 2 and all(r.info.status == "FINISHED" and steps(client, r) == list(range(1, 9)) for r in children)
     resumed = [o for o in jobs_of(parent) if o.outcome == "resumed"]
     assert [o.run_id for o in resumed] == [victim.info.run_id]  # the same run, continued from its checkpoint
+
+
+def test_the_fault_benchmark_at_60_jobs_lands_every_job_once_and_the_racing_pair_too(server, tmp_path, real_data_root):
+    """benchmarks/cluster_faults.py, small: 3 tasks requeued and 3 training processes SIGKILLed, then two identical sweeps at once."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "cluster_faults.py"
+    done = subprocess.run([sys.executable, str(script), "--jobs", "60", "--work", str(tmp_path), "--out", str(tmp_path / "faults.md")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    for phase in ("faulted sweep", "racing pair"):
+        f = figures[phase]
+        assert (f["landed once"], f["landed twice or more"], f["duplicated or missing epochs"]) == (60, 0, 0), f
+        assert f["runs RUNNING"] == 0 and f["parents not FINISHED"] == 0, f
+    assert figures["faulted sweep"]["exit"] == 0 and figures["racing pair"]["exits"] == [0, 0]
+    delivered = figures["faulted sweep"]["faults delivered"]
+    assert delivered.get("kill", 0) + delivered.get("requeue", 0) >= 3, delivered  # most of the 6 planned faults landed
+    text = (tmp_path / "faults.md").read_text()
+    assert "| faulted sweep | 60/60 |" in text and "python benchmarks/cluster_faults.py --jobs 60 --out" in text and "--work" not in text

@@ -283,3 +283,25 @@ def test_a_failed_job_makes_its_parent_failed_and_says_how_many(tmp_path, real_d
     (parent,) = [r for r in runs if "fmnist.parent" in r.data.tags]
     assert parent.info.status == "FAILED" and parent.data.tags["fmnist.failed_jobs"] == "1"
     assert "1 of 2 job(s) failed" in parent.data.tags["fmnist.failure"]
+
+
+def test_two_identical_sweeps_launched_at_once_train_each_job_once_and_both_end_finished(tmp_path, real_data_root):
+    uri = store(tmp_path)
+    overrides = ["-m", "seed=0,1,2", *SMALL, "schedule.epochs=3", "data.train_size=5000", "threads=1", f"tracking.uri={uri}",
+                 f"data.root={real_data_root}"]
+    cli(tmp_path, "-m", "seed=9", *overrides[2:])  # the store exists before the race (its creation is not what is tested)
+    racers = [subprocess.Popen([sys.executable, "-m", "fmnist.run", *overrides, f"hydra.sweep.dir={tmp_path}/multi-{i}"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    ends = [r.communicate(timeout=600) for r in racers]
+    assert [r.returncode for r in racers] == [0, 0], [err[-2000:] for _, err in ends]
+    assert any("as a job of a sweep, this copy waits for it to end" in err for _, err in ends)  # they did meet
+    client, found = runs_of(uri, parents=True)
+    runs, parents = [r for r in found if not is_parent(r)], [r for r in found if is_parent(r)]
+    trained = {r.data.params["seed"]: r for r in runs if r.data.params["seed"] != "9"}
+    assert sorted(r.data.params["seed"] for r in runs if r.data.params["seed"] != "9") == ["0", "1", "2"]  # each job once
+    assert all(r.info.status == "FINISHED" and steps(client, r) == [1, 2, 3] for r in trained.values())
+    racing = [p for p in parents if "seed=0,1,2" in p.info.run_name]
+    assert len(racing) == 2 and all(p.info.status == "FINISHED" for p in racing)
+    lines = [line for p in racing for line in jobs_of(p)]
+    assert sorted(line.outcome for line in lines) == ["skipped", "skipped", "skipped", "trained", "trained", "trained"], lines
+    assert {line.run_id for line in lines} == {r.info.run_id for r in trained.values()}
