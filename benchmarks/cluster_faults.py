@@ -29,7 +29,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from fmnist.ledger import RunFacts, is_parent
+from fmnist.ledger import is_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = Path(os.environ.get("FMNIST_CLUSTER_DIR", f"/var/tmp/fmnist-cluster-{getpass.getuser()}"))
@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--faults", type=float, default=0.05, help="share of jobs requeued, and the same share SIGKILLed")
+    parser.add_argument("--race-jobs", type=int, default=None, help="jobs of each racing sweep (default: --jobs)")
+    parser.add_argument("--phases", default="faulted,race", help="faulted, race, or both (the racing pair's seeds follow the first's)")
+    parser.add_argument("--experiment", default=None, help="the MLflow experiment (default: a new one); a later phase may reuse it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="a folder for the sweeps' files (default: a new one under /tmp)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures here (markdown, with the command)")
@@ -164,11 +167,33 @@ def main(argv: list[str] | None = None) -> dict:
     url = server()
     work = (args.work or Path(f"/tmp/fmnist-faults-{uuid.uuid4().hex[:8]}")).absolute()
     work.mkdir(parents=True, exist_ok=True)
-    experiment = f"faults-{uuid.uuid4().hex[:8]}"
+    experiment = args.experiment or f"faults-{uuid.uuid4().hex[:8]}"
+    phases = set(args.phases.split(","))
+    if not phases or phases - {"faulted", "race"}:
+        sys.exit(f"error: --phases {args.phases}: name faulted, race or both (comma-separated)")
     client = MlflowClient(url)
     figures: dict = {"experiment": experiment, "server": "local Slurm (2 CPUs, one task per CPU) + mlflow server on MariaDB"}
 
-    first, race = range(0, args.jobs), range(args.jobs, 2 * args.jobs)
+    first, race = range(0, args.jobs), range(args.jobs, args.jobs + (args.race_jobs or args.jobs))
+    figures["processor"] = processor()
+    if "faulted" in phases:
+        faulted(args, url, experiment, first, work, client, figures, argv)
+    if "race" in phases:
+        start = time.perf_counter()
+        pair = [sweep(url, experiment, race, work, uuid.uuid4().hex, f"racer-{i}") for i in (1, 2)]
+        codes = [p.wait() for p in pair]
+        wall = time.perf_counter() - start
+        figures["racing pair"] = {"exits": codes, "wall s": round(wall, 1), "jobs/min": round(len(race) / wall * 60, 1)}
+        figures["racing pair"] |= audit(client, experiment, race)
+    seconds, rows = timed_report(url, experiment, work)
+    figures["report"] = {"runs": rows, "seconds": round(seconds, 1)}
+    print(json.dumps(figures, indent=1))
+    if args.out:
+        write(args.out, figures, argv if argv is not None else sys.argv[1:])
+    return figures
+
+
+def faulted(args, url: str, experiment: str, first: range, work: Path, client: MlflowClient, figures: dict, argv) -> None:
     tag = uuid.uuid4().hex
     faults = Faults(tag, args.jobs, args.faults, random.Random(args.seed))
     faults.start()
@@ -179,23 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
     figures["faulted sweep"] = {"exit": code, "wall s": round(wall, 1), "jobs/min": round(args.jobs / wall * 60, 1),
                                 "faults planned": dict(Counter(faults.plan.values())), "faults delivered": dict(faults.done)}
     figures["faulted sweep"] |= audit(client, experiment, first)
-    figures["processor"] = processor()
     if args.out:  # the first half's figures, kept should the racing pair not finish
         write(args.out, figures, argv if argv is not None else sys.argv[1:])
-
-    start = time.perf_counter()
-    pair = [sweep(url, experiment, race, work, uuid.uuid4().hex, f"racer-{i}") for i in (1, 2)]
-    codes = [p.wait() for p in pair]
-    wall = time.perf_counter() - start
-    figures["racing pair"] = {"exits": codes, "wall s": round(wall, 1), "jobs/min": round(args.jobs / wall * 60, 1)}
-    figures["racing pair"] |= audit(client, experiment, race)
-
-    seconds, rows = timed_report(url, experiment, work)
-    figures["report"] = {"runs": rows, "seconds": round(seconds, 1)}
-    print(json.dumps(figures, indent=1))
-    if args.out:
-        write(args.out, figures, argv if argv is not None else sys.argv[1:])
-    return figures
 
 
 def processor() -> str:
@@ -207,7 +217,8 @@ def processor() -> str:
 def write(path: Path, figures: dict, argv: list[str]) -> None:
     argv = [a for a, before in zip(argv, [None, *argv]) if a != "--work" and before != "--work"]  # a scratch folder: not the result's
     rows = []
-    for name in [n for n in ("faulted sweep", "racing pair") if n in figures]:
+    phases = [n for n in ("faulted sweep", "racing pair") if n in figures]
+    for name in phases:
         f = figures[name]
         rows.append(f"| {name} | {f['landed once']}/{f['jobs']} | {f['landed twice or more']} | {f['duplicated or missing epochs']} | "
                     f"{f['runs RUNNING']} | {f['runs superseded or closed (KILLED)']} | {f['parents not FINISHED']} | {f.get('exit', f.get('exits'))} | "
@@ -223,9 +234,10 @@ def write(path: Path, figures: dict, argv: list[str]) -> None:
         *rows,
         "",
         f"Faults planned in the first sweep: {figures['faulted sweep']['faults planned']}; delivered: "
-        f"{figures['faulted sweep']['faults delivered']} (a fault whose task had already ended is missed).",
+        f"{figures['faulted sweep']['faults delivered']} (a fault whose task had already ended is missed)."
+        if "faulted sweep" in figures else "This command ran the racing pair only, into the experiment of the faulted sweep.",
         "",
-        "Parent runs: " + "; ".join(f"{n}: {s}" for n, s in figures.get("racing pair", figures["faulted sweep"])["parents"]) + ".",
+        "Parent runs: " + "; ".join(f"{n}: {s}" for n, s in figures[phases[-1]]["parents"]) + ".",
         "",
         f"The report over every run of the experiment ({figures['report']['runs']} runs): {figures['report']['seconds']} s."
         if "report" in figures else "The racing pair and the report had not run when this was written.",

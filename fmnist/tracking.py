@@ -8,9 +8,9 @@ import functools
 import json
 import logging
 import os
+import re
 import sqlite3
 import tempfile
-import re
 import time
 import urllib.error
 import urllib.parse

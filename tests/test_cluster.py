@@ -161,22 +161,28 @@ def first_job_run(client: MlflowClient, experiment: str, epochs_done: int = 0, t
     raise AssertionError(f"no Slurm job of {experiment} reached epoch {epochs_done}")
 
 
-def test_a_cancelled_task_is_its_jobs_outcome_and_the_sweep_waits_for_the_others_and_ends_0(server, tmp_path, real_data_root):
+def sweep_with_a_fault(server: str, tmp_path, data_root, seeds: str, epochs: int, fault) -> tuple:
+    """A Slurm sweep whose first job, once it has logged an epoch, gets `fault(run)`; the sweep's end as
+    (its exit code, everything it printed, the victim's run, the parent, the job runs, the client)."""
     experiment = f"cluster-{uuid.uuid4().hex[:8]}"
-    command = slurm_sweep(server, experiment, tmp_path, real_data_root, "seed=0,1,2", "data.train_size=20000", "schedule.epochs=12")
+    command = slurm_sweep(server, experiment, tmp_path, data_root, f"seed={seeds}", "data.train_size=20000", f"schedule.epochs={epochs}")
     sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(server)
     victim = first_job_run(client, experiment, epochs_done=1)
-    job = facts(victim).slurm_job
-    subprocess.run(["scancel", job], check=True, timeout=60)
-
+    fault(victim)
     out, err = sweep.communicate(timeout=900)
-    assert sweep.returncode == 0, err[-4000:]
-    said = [line for line in (out + err).splitlines() if "cancelled on Slurm" in line]
-    assert said and f"1 of 3 job(s) cancelled on Slurm before they finished — seed={victim.data.params['seed']} ({job})" in said[-1], (out + err)[-3000:]
     found = runs(client, experiment)
     (parent,) = [r for r in found if is_parent(r)]
-    children = [r for r in found if not is_parent(r)]
+    return sweep.returncode, out + err, victim, parent, [r for r in found if not is_parent(r)], client
+
+
+def test_a_cancelled_task_is_its_jobs_outcome_and_the_sweep_waits_for_the_others_and_ends_0(server, tmp_path, real_data_root):
+    cancel = lambda run: subprocess.run(["scancel", facts(run).slurm_job], check=True, timeout=60)  # noqa: E731
+    code, said, victim, parent, children, client = sweep_with_a_fault(server, tmp_path, real_data_root, "0,1,2", 12, cancel)
+    assert code == 0, said[-4000:]
+    summary = [line for line in said.splitlines() if "cancelled on Slurm" in line]
+    expected = f"1 of 3 job(s) cancelled on Slurm before they finished — seed={victim.data.params['seed']} ({facts(victim).slurm_job})"
+    assert summary and expected in summary[-1], said[-3000:]
     assert parent.info.status == "FINISHED" and "cancelled on Slurm" in parent.data.tags["mlflow.note.content"]
     outcomes = {o.run_id: o.outcome for o in jobs_of(parent)}
     assert outcomes[victim.info.run_id] == "cancelled" and sorted(outcomes.values()) == ["cancelled", "trained", "trained"], outcomes
@@ -187,19 +193,10 @@ def test_a_cancelled_task_is_its_jobs_outcome_and_the_sweep_waits_for_the_others
 
 
 def test_a_task_whose_training_process_is_killed_is_submitted_again_and_resumes(server, tmp_path, real_data_root):
-    experiment = f"cluster-{uuid.uuid4().hex[:8]}"
-    command = slurm_sweep(server, experiment, tmp_path, real_data_root, "seed=0,1", "data.train_size=20000", "schedule.epochs=8")
-    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    client = MlflowClient(server)
-    victim = first_job_run(client, experiment, epochs_done=2)
-    os.kill(facts(victim).pid, 9)  # the local cluster's node is this machine
-
-    out, err = sweep.communicate(timeout=900)
-    assert sweep.returncode == 0, err[-4000:]
-    assert "ended without a result" in out + err and "submitting their jobs again (try 2 of 3)" in out + err, (out + err)[-3000:]
-    found = runs(client, experiment)
-    (parent,) = [r for r in found if is_parent(r)]
-    children = [r for r in found if not is_parent(r)]
+    kill = lambda run: os.kill(facts(run).pid, 9)  # noqa: E731  (the local cluster's node is this machine)
+    code, said, victim, parent, children, client = sweep_with_a_fault(server, tmp_path, real_data_root, "0,1", 8, kill)
+    assert code == 0, said[-4000:]
+    assert "ended without a result" in said and "submitting their jobs again (try 2 of 3)" in said, said[-3000:]
     assert parent.info.status == "FINISHED"
     assert len(children) == 2 and all(r.info.status == "FINISHED" and steps(client, r) == list(range(1, 9)) for r in children)
     resumed = [o for o in jobs_of(parent) if o.outcome == "resumed"]

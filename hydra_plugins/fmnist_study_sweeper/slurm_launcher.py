@@ -13,8 +13,8 @@ waits for every task of the array before it returns, and turns each end into tha
 """
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
