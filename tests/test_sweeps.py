@@ -56,8 +56,10 @@ def test_a_sweep_killed_mid_job_resumes_and_ends_like_an_uninterrupted_one(tmp_p
     sweep = ["-m", "seed=0,1,2", "model=mlp", "schedule.epochs=3", "progress=false", f"tracking.uri={uri}", f"data.root={real_data_root}"]
     args = [sys.executable, "-m", "fmnist.run", *sweep, f"hydra.sweep.dir={tmp_path}/multi"]
     process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    # Kill once the second job has logged its first epoch (its checkpoint is on disk by then).
-    kill_when(uri, process, lambda client, runs: len(runs) == 2 and steps(client, runs[1]) == [1])
+    # Kill once the second job has logged an epoch and not finished (a checkpoint is on disk by then); on a busy machine the
+    # look may come an epoch later, which changes nothing asserted below.
+    kill_when(uri, process, lambda client, runs: len(runs) == 2 and runs[1].info.status == "RUNNING" and steps(client, runs[1]) != [],
+              timeout=900)
     _, runs = runs_of(uri)
     assert [r.info.status for r in runs] == ["FINISHED", "RUNNING"]
     killed_id = runs[1].info.run_id
@@ -65,7 +67,7 @@ def test_a_sweep_killed_mid_job_resumes_and_ends_like_an_uninterrupted_one(tmp_p
     again = cli(tmp_path, *sweep)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "skipping: this configuration already finished" in again.stderr
-    assert f"resuming run {killed_id} after epoch 1" in again.stderr
+    assert f"resuming run {killed_id} after epoch " in again.stderr
     client, runs = runs_of(uri)
     assert [r.info.status for r in runs] == ["FINISHED"] * 3
     assert runs[1].info.run_id == killed_id  # the same MLflow run continued
