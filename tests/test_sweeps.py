@@ -55,7 +55,7 @@ def test_a_sweep_killed_mid_job_resumes_and_ends_like_an_uninterrupted_one(tmp_p
     uri = store(tmp_path)
     sweep = ["-m", "seed=0,1,2", "model=mlp", "schedule.epochs=3", "progress=false", f"tracking.uri={uri}", f"data.root={real_data_root}"]
     args = [sys.executable, "-m", "fmnist.run", *sweep, f"hydra.sweep.dir={tmp_path}/multi"]
-    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=(tmp_path / "killed.log").open("w"), start_new_session=True)
     # Kill once the second job has logged an epoch and not finished (a checkpoint is on disk by then); on a busy machine the
     # look may come an epoch later, which changes nothing asserted below.
     kill_when(uri, process, lambda client, runs: len(runs) == 2 and runs[1].info.status == "RUNNING" and steps(client, runs[1]) != [],
