@@ -13,4 +13,4 @@ test: setup
 	$(VENV_PY) -m pytest -m "not slow and not cluster"
 
 test-all: setup
-	$(VENV_PY) -m pytest
+	$(VENV_PY) -m pytest --durations=40

@@ -203,19 +203,20 @@ def test_a_task_whose_training_process_is_killed_is_submitted_again_and_resumes(
     assert [o.run_id for o in resumed] == [victim.info.run_id]  # the same run, continued from its checkpoint
 
 
-def test_the_fault_benchmark_at_60_jobs_lands_every_job_once_and_the_racing_pair_too(server, tmp_path, real_data_root):
-    """benchmarks/cluster_faults.py, small: 3 tasks requeued and 3 training processes SIGKILLed, then two identical sweeps at once."""
+def test_the_fault_benchmark_at_24_jobs_lands_every_job_once_and_the_racing_pair_too(server, tmp_path, real_data_root):
+    """benchmarks/cluster_faults.py, small: 2 tasks requeued and 2 training processes SIGKILLed, then two identical 12-job sweeps at once."""
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "cluster_faults.py"
-    done = subprocess.run([sys.executable, str(script), "--jobs", "60", "--work", str(tmp_path), "--out", str(tmp_path / "faults.md")],
+    done = subprocess.run([sys.executable, str(script), "--jobs", "24", "--faults", "0.1", "--race-jobs", "12", "--work", str(tmp_path), "--out", str(tmp_path / "faults.md")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)
-    for phase in ("faulted sweep", "racing pair"):
+    for phase, jobs in (("faulted sweep", 24), ("racing pair", 12)):
         f = figures[phase]
-        assert (f["landed once"], f["landed twice or more"], f["duplicated or missing epochs"]) == (60, 0, 0), f
+        assert (f["landed once"], f["landed twice or more"], f["duplicated or missing epochs"]) == (jobs, 0, 0), f
         assert f["runs RUNNING"] == 0 and f["parents not FINISHED"] == 0, f
     assert figures["faulted sweep"]["exit"] == 0 and figures["racing pair"]["exits"] == [0, 0]
     delivered = figures["faulted sweep"]["faults delivered"]
-    assert delivered.get("kill", 0) + delivered.get("requeue", 0) >= 3, delivered  # most of the 6 planned faults landed
+    assert delivered.get("kill", 0) + delivered.get("requeue", 0) >= 2, delivered  # at least half of the 4 planned faults landed
     text = (tmp_path / "faults.md").read_text()
-    assert "| faulted sweep | 60/60 |" in text and "python benchmarks/cluster_faults.py --jobs 60 --out" in text and "--work" not in text
+    assert "| faulted sweep | 24/24 |" in text and "| racing pair | 12/12 |" in text
+    assert "python benchmarks/cluster_faults.py --jobs 24 --faults 0.1 --race-jobs 12 --out" in text and "--work" not in text

@@ -280,7 +280,9 @@ def test_a_failed_job_makes_its_parent_failed_and_says_how_many(tmp_path, real_d
     uri = store(tmp_path)
     done = cli(tmp_path, "-m", "optimizer=sgd", "optimizer.momentum=0.9", "optimizer.lr=1e12,1e-3", *SMALL, "schedule.epochs=1",
                f"tracking.uri={uri}", f"data.root={real_data_root}")
-    assert done.returncode != 0 and done.stderr.strip().splitlines()[-1].startswith("error: training loss became nan")
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and last.startswith("error: 1 of 2 job(s) failed — optimizer.lr=1000000000000.0: training loss became nan"), last
+    assert "lower optimizer.lr" in last and "finished jobs are skipped" in last
     _, runs = runs_of(uri, parents=True)
     (parent,) = [r for r in runs if "fmnist.parent" in r.data.tags]
     assert parent.info.status == "FAILED" and parent.data.tags["fmnist.failed_jobs"] == "1"
