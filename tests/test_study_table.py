@@ -205,6 +205,20 @@ def test_report_from_exports_with_a_study_file_rewrites_the_export(tmp_path, cap
         report.main(["--from", str(tmp_path / "runs"), "--design-from", str(study_file), "--out", str(tmp_path / "out")])
 
 
+def test_an_export_folders_owed_note_says_why_the_next_stage_has_not_run_and_a_bad_one_is_one_sentence(tmp_path):
+    write_export(studied(base_and("a2", [0.006, 0.004, 0.005], seeds=range(3)), SeedsDesign(), ("a",)), tmp_path / "runs" / "mlp.csv")
+    why = "each run takes two hours on this host; stage 2 waits for a bigger one."
+    (tmp_path / "runs" / "owed.yaml").write_text(f"t:\n  mlp: {why}\n  vgg: another table's\n")
+    report.main(["--from", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "t_mlp.md").read_text()
+    assert "seeds 3, 4 still to run" in text and f"Why stage 2 has not been run: {why}" in text
+    for bad in ["t: [one, two]\n", "t:\n  mlp: 3\n", "t: {mlp: [\n"]:
+        (tmp_path / "runs" / "owed.yaml").write_text(bad)
+        with pytest.raises(SystemExit, match=r"owed.yaml (must map each study to its models|is not valid YAML)") as raised:
+            report.main(["--from", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+        assert "\n" not in str(raised.value.code)
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda csv_path, npz: npz.write_text("not arrays"), "is not the .npz file that --export writes"),
     (lambda csv_path, npz: csv_path.write_text(csv_path.read_text().splitlines()[0] + "\n"), "holds no runs"),

@@ -46,7 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     which.add_argument("--sweep", help="sweep id to report (default: the latest sweep)")
     which.add_argument("--all", action="store_true", help="every run in the experiment")
     which.add_argument("--from", dest="exports", nargs="+", type=Path, metavar="EXPORT",
-                       help="study exports (.csv beside its .npz, or folders of them) instead of the store")
+                       help="study exports (.csv beside its .npz, or folders of them) instead of the store; a folder's owed.yaml says why a "
+                            "table's next stage has not been run ({study: {model: why}})")
     parser.add_argument("--filter", default="", help="MLflow filter string, e.g. \"params.`model.name` = 'mlp'\"")
     parser.add_argument("--out", type=Path, default=Path("results"), help="folder for the files (default: results/)")
     parser.add_argument("--name", help="base name of the files (default: the study's name, or from the selection)")
@@ -83,7 +84,27 @@ def ensure_folder(out: Path) -> None:
 
 
 def options(args: argparse.Namespace) -> Options:
-    return Options(args.strict, args.margin, per_seed=args.per_seed)
+    owed = owed_notes([p for p in args.exports or [] if p.is_dir()])
+    return Options(args.strict, args.margin, per_seed=args.per_seed, owed=owed)
+
+
+def owed_notes(folders: list[Path]) -> dict[tuple[str, str], str]:
+    """(study, model) -> why its next stage has not been run, from each export folder's owed.yaml ({study: {model: why}})."""
+    notes = {}
+    for path in (folder / "owed.yaml" for folder in folders):
+        if not path.is_file():
+            continue
+        try:
+            node = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
+        pairs = [(study, model, why) for study, models in node.items() for model, why in (models or {}).items()] \
+            if isinstance(node, dict) and all(isinstance(m, dict | None) for m in node.values()) else None
+        if pairs is None or not all(isinstance(why, str) and why.strip() for *_, why in pairs):
+            raise UserError(f"{path} must map each study to its models, each to one sentence saying why its next stage has "
+                            "not been run (e.g. table2: {resnet18: ...})")
+        notes |= {(str(study), str(model)): why.strip() for study, model, why in pairs}
+    return notes
 
 
 def from_exports(args: argparse.Namespace, command: str) -> list[Path]:

@@ -302,7 +302,8 @@ def _seeds_word(seeds: list[int]) -> str:
     return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
-def next_stage_section(ev: Evidence) -> str:
+def next_stage_section(ev: Evidence, owed: str | None = None) -> str:
+    """What the next stage runs, by hand too; `owed`: why it has not been run (the export folder's owed.yaml)."""
     outcome = ev.outcome
     if ev.design is None:
         return ""
@@ -331,6 +332,8 @@ def next_stage_section(ev: Evidence) -> str:
         lines.append(f"    {command_line(ev.record.command, list(seeds), cells=sorted(cells, key=ev.order.index))}")
     if combined_seeds:
         lines.append(f"    {command_line(ev.record.command, combined_seeds, combine=combine)}")
+    if owed:
+        lines.append(f"\nWhy stage {stage} has not been run: {owed}")
     return "\n".join(lines) + "\n"
 
 
@@ -400,7 +403,8 @@ def one_table(studied: Studied, results: list[Result], out_dir: Path, stem: str,
         f"# {record.study}: {ev.model}\n\nMade by `{command}`.\n\n"
         f"{markdown_table([dict(zip(header(sequential, ev.record.effect), display(r, sequential))) for r in table_rows])}\n"
         f"{footnote(ev, table_rows)}\n{plan_section(ev)}\n"
-        f"{secondary_section(ev, more)}{choice_section(ev, options.strict)}\n{next_stage_section(ev)}\n"
+        f"{secondary_section(ev, more)}{choice_section(ev, options.strict)}\n"
+        f"{next_stage_section(ev, options.owed.get((record.study, ev.model)))}\n"
         f"The table's sweep: `{shlex.join(['python', '-m', 'fmnist.run', '-m', *record.command])}`.\n"
     )
     files = [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex"]
@@ -438,6 +442,7 @@ class Options:
     margin: float | None = None  # None: the study's
     design: SeedsDesign | None = ...  # ...: the study's
     per_seed: bool = False
+    owed: dict[tuple[str, str], str] = field(default_factory=dict)  # (study, model) -> why its next stage has not been run
 
 
 def study_tables(studied: Studied, out_dir: Path, name: str | None, command: str, options: Options) -> list[Path]:
