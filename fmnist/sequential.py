@@ -55,7 +55,7 @@ POWER = 0.8  # the power seeds_needed aims at
 MOST_SEEDS = 50  # a fixed design's seeds_needed above this is "more than 50"
 WEIGHT_POWER = 3  # a look's efficacy weight (n_k / n_max)^3
 FUTILITY_BETA = 0.10  # chance, at a true change of `effect` and the planning SD, of a futility stop over the design
-CP_FLOOR = 0.45  # from the second look: stop when conditional power at `effect` falls below this
+CP_FLOOR = 0.55  # from the second look: stop when conditional power at `effect` falls below this
 # Pivotal t-sequences behind each null distribution (the size at alpha/8 is checked in tests). FMNIST_NULL_DRAWS lowers it
 # for tests that check logic, not precision; every committed figure is made with the default.
 DRAWS = 8_000_000
