@@ -83,7 +83,7 @@ def seed_curves(curves: dict[str, list[dict[str, list[float]]]], path: Path, tit
         colour = f"C{index % 10}"
         for ax, key in zip(axes, ("val/acc", "val/loss")):
             for seed in seeds:
-                ax.plot(range(1, len(seed[key]) + 1), seed[key], color=colour, alpha=0.3, linewidth=0.8)
+                ax.plot(range(1, len(seed[key]) + 1), seed[key], color=colour, alpha=min(0.3, 8 / len(seeds)), linewidth=0.8)
             length = min(len(seed[key]) for seed in seeds)
             mean = [sum(seed[key][i] for seed in seeds) / len(seeds) for i in range(length)]
             ax.plot(range(1, length + 1), mean, color=colour, linewidth=2, marker="o", markersize=3, label=label)

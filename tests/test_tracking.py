@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from fmnist.errors import UserError
@@ -168,3 +169,31 @@ def test_a_long_run_name_fits_the_servers_name_column_and_sampled_numbers_are_sh
     run = tracker.start_run(long, {}, RunFacts())
     name = tracker.client.get_run(run.run_id).info.run_name
     assert len(name) <= 250 and name.endswith("...") and long.startswith(name[:-3])
+
+
+def logged_runs(uri: str, count: int) -> tuple[Tracker, list[str]]:
+    tracker, client = Tracker(uri, "bulk"), MlflowClient(uri)
+    ids = []
+    for i in range(count):
+        run_id = client.create_run(tracker.experiment_id).info.run_id
+        steps = range(1, 2 + i % 4)  # runs of 1 to 4 epochs
+        client.log_batch(run_id, metrics=[Metric("val/acc", 0.5 + 0.01 * s + 1e-4 * i, 1000 + s, s) for s in reversed(steps)])
+        ids.append(run_id)
+    return tracker, ids
+
+
+def check_bulk(tracker: Tracker, ids: list[str]) -> None:
+    found = tracker.histories(ids, ("val/acc", "never/logged"))
+    assert [list(found[i]["val/acc"].values()) for i in ids] == [tracker.history(i, "val/acc") for i in ids]
+    assert [len(found[i]["val/acc"]) for i in ids[:4]] == [1, 2, 3, 4] and all(found[i]["never/logged"] == {} for i in ids)
+
+
+def test_many_runs_histories_come_in_bulk_and_equal_each_runs_own_on_sqlite(tmp_path):
+    tracker, ids = logged_runs(store(tmp_path), 103)  # past the 100 runs of one request
+    check_bulk(tracker, ids)
+
+
+@pytest.mark.slow
+def test_many_runs_histories_come_in_bulk_and_equal_each_runs_own_from_a_server(mlflow_server):
+    tracker, ids = logged_runs(mlflow_server, 103)
+    check_bulk(tracker, ids)

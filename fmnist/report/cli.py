@@ -163,8 +163,8 @@ def from_store(args: argparse.Namespace, command: str) -> list[Path]:
     args.out.mkdir(parents=True, exist_ok=True)
     studied = whole_studies(tracker, runs)
     found = Studied([], {})
-    for run in studied:
-        found = found + tracker.read_results(run)
+    for read in tracker.read_results(studied).values():
+        found = found + read
     files = []
     if trial_runs(runs):
         searched = search_from_store(tracker, runs)

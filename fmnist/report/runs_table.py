@@ -8,6 +8,7 @@ from fmnist.report.render import markdown_table, write_csv
 from fmnist.tracking import RunRecord, Tracker
 
 CURVE_KEYS = ("train/acc", "val/acc", "train/loss", "val/loss")
+EACH_RUN_DRAWN = 20  # above this many runs differing in their seed, the curves are drawn per setting
 
 
 def varying_params(runs: list[RunRecord]) -> list[str]:
@@ -65,9 +66,10 @@ def comparison_report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, na
     finished = [r for r in runs if r.status == "FINISHED"]
     keys = varying_params(finished)
     rows, curves = [], {}
+    histories = tracker.histories([run.run_id for run in finished], (*CURVE_KEYS, "epoch/seconds"))
     for run in finished:
-        run_curves = {key: tracker.history(run.run_id, key) for key in CURVE_KEYS}
-        rows.append(result_row(run, run_curves, tracker.history(run.run_id, "epoch/seconds"), keys))
+        run_curves = {key: list(histories[run.run_id][key].values()) for key in CURVE_KEYS}
+        rows.append(result_row(run, run_curves, list(histories[run.run_id]["epoch/seconds"].values()), keys))
         label = " ".join(f"{k}={run.params.get(k)}" for k in keys) or run.name
         curves[label] = {k: v for k, v in run_curves.items() if k.startswith("val/")}
     table = markdown_table(rows)
@@ -82,6 +84,13 @@ def comparison_report(tracker: Tracker, runs: list[RunRecord], out_dir: Path, na
     write_csv(rows, files[1])
     if curves:
         files.append(out_dir / f"{name}_curves.png")
-        plots.learning_curves(curves, files[-1], title=name)
+        if "seed" in keys and len(curves) > EACH_RUN_DRAWN:  # a legend of hundreds of runs: per setting, its seeds behind their mean
+            by_setting: dict[str, list[dict[str, list[float]]]] = {}
+            for run in finished:
+                setting = " ".join(f"{k}={run.params.get(k)}" for k in keys if k != "seed") or "every run"
+                by_setting.setdefault(setting, []).append({k: list(histories[run.run_id][k].values()) for k in ("val/acc", "val/loss")})
+            plots.seed_curves({f"{s} (n={len(c)})": c for s, c in by_setting.items()}, files[-1], title=f"{name}: each seed thin, the mean thick")
+        else:
+            plots.learning_curves(curves, files[-1], title=name)
     print(table)
     return files

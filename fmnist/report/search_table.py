@@ -54,8 +54,9 @@ def from_store(tracker: Tracker, runs: list[RunRecord]) -> Searched:
     latest = {r.facts.trial.number: r for r in trials}
     space = next((dict(r.facts.trial.space) for r in trials if r.facts.trial.space), {})
     name = next((r.facts.trial.search for r in trials if r.facts.trial.search), "search")
-    return Searched(name, space, [Trial(n, _state(r), values_of(r), tracker.history(r.run_id, "val/acc"), r.run_id,
-                                        sum(tracker.history(r.run_id, "epoch/seconds"))) for n, r in sorted(latest.items())])
+    curves = tracker.histories([r.run_id for r in latest.values()], ("val/acc", "epoch/seconds"))
+    return Searched(name, space, [Trial(n, _state(r), values_of(r), list(curves[r.run_id]["val/acc"].values()), r.run_id,
+                                        sum(curves[r.run_id]["epoch/seconds"].values())) for n, r in sorted(latest.items())])
 
 
 def write_trials(searched: Searched, path: Path) -> Path:

@@ -390,9 +390,9 @@ class _Results:
 
     def _studied(self, table: str) -> Studied:
         found = Studied([r for r in self.exported.results if r.study == self.study.name and r.table == table], self.exported.records)
-        for run in self.tracker.table_runs(self.study.name, table):
-            if run.run_id not in self.read:
-                self.read[run.run_id] = self.tracker.read_results(run)
+        runs = self.tracker.table_runs(self.study.name, table)
+        self.read |= self.tracker.read_results([run for run in runs if run.run_id not in self.read])
+        for run in runs:
             found = found + self.read[run.run_id]
         return found
 
