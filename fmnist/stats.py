@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy import stats as scipy_stats
 
 ALPHA = 0.05
@@ -100,9 +99,9 @@ def seeds_for_power(power_of, target: float = 0.8, most: int = 50) -> int | None
     return high
 
 
-def discordant(base: torch.Tensor, other: torch.Tensor) -> tuple[int, int]:
-    """(b, c): images only the baseline got right, and images only the other model got right."""
-    base, other = torch.as_tensor(base, dtype=torch.bool), torch.as_tensor(other, dtype=torch.bool)
+def discordant(base, other) -> tuple[int, int]:
+    """(b, c): images only the baseline got right, and images only the other model got right (arrays or tensors of bools)."""
+    base, other = np.asarray(base, dtype=bool), np.asarray(other, dtype=bool)
     return int((base & ~other).sum()), int((~base & other).sum())
 
 
