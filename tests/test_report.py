@@ -1,6 +1,9 @@
 """The comparison report on a synthetic store: runs created through MLflow with known figures."""
 
 import csv
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +52,21 @@ def test_no_seed_section_when_every_run_has_the_same_seed(tmp_path):
     assert "Over seeds" not in (tmp_path / "out" / "lr.md").read_text()
     assert not (tmp_path / "out" / "lr_seeds.csv").exists()
     assert float(next(csv.DictReader((tmp_path / "out" / "lr.csv").open()))["test/acc"]) == pytest.approx(0.9)
+
+
+def test_the_report_by_default_writes_where_git_does_not_look_and_leaves_the_checkout_clean(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    status = lambda: subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=root, capture_output=True,  # noqa: E731
+                                    text=True, check=True).stdout
+    uri = store(tmp_path)
+    tracker = Tracker(uri, "fmnist")
+    for seed, acc in enumerate([0.90, 0.92]):
+        log(tracker, "0.001", seed, acc)
+    before = status()
+    done = subprocess.run([sys.executable, "-m", "fmnist.report", "--tracking-uri", uri, "--name", "clean-check"], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (root / "reports" / "clean-check.md").is_file() and "reports/clean-check.md" in done.stdout
+    assert status() == before  # nothing new, changed or untracked for git: results/ is rewritten only when --out names it
+    for made in (root / "reports").glob("clean-check*"):
+        made.unlink()

@@ -49,7 +49,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                        help="study exports (.csv beside its .npz, or folders of them) instead of the store; a folder's owed.yaml says why a "
                             "table's next stage has not been run ({study: {model: why}})")
     parser.add_argument("--filter", default="", help="MLflow filter string, e.g. \"params.`model.name` = 'mlp'\"")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for the files (default: results/)")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="folder for the files (default: reports/, which git ignores; "
+                        "the committed tables under results/ are rewritten only when --out names them)")
     parser.add_argument("--name", help="base name of the files (default: the study's name, or from the selection)")
     parser.add_argument("--export", type=Path, metavar="FILE.csv", help="also write the study runs' export (FILE.csv and FILE.npz)")
     parser.add_argument("--strict", action="store_true", help="choose only levels with a significant gain on validation")
