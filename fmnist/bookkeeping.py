@@ -173,7 +173,7 @@ class Bookkeeping:
         self.exports = [Path(launch.base_dir, p) for p in settings.exports]
         self.parent = self.tracker.handle(launch.parent_run_id) if launch.parent_run_id and launch.job_num is not None else None
         self.facts = identity_facts(spec, launch, self.job)
-        self.name = name_of(launch, settings.study)
+        self.name = name_of(launch, settings)
         self.params = run_params(spec.values)
         self.closed = False  # the job's end is recorded
 
@@ -337,8 +337,11 @@ def where_facts(hardware: Hardware) -> RunFacts:
                     threads=torch.get_num_threads(), slurm_job=slurm)
 
 
-def name_of(launch: Launch, study: StudyConfig) -> str:
-    cells = [r.cell for r in readings(study)]
+def name_of(launch: Launch, settings) -> str:
+    """The name a person reads in the runs table (sweep.varying_name); a search's trial: `trial 4 · <the values it drew>`."""
+    if settings.search.trial is not None and not settings.study.readings:
+        return f"trial {settings.search.trial} · {run_name(launch.overrides)}"
+    cells = [r.cell for r in readings(settings.study)]
     return varying_name(launch.overrides, launch.varying, cells) or run_name(launch.overrides)
 
 

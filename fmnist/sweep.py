@@ -138,15 +138,17 @@ class Sweep:
 
 def sweep_name(sweep: SweepFacts) -> str:
     """`sweep loss=ce,mse,nll model=mlp`: what varies first, then the settings the jobs share."""
-    semantic = [o for o in sweep.command if is_semantic(override_key(o)) or override_key(o) == "study"]
+    semantic = [o for o in sweep.command if is_semantic(override_key(o)) or override_key(o) in ("study", "search")]
     first = [o for o in semantic if override_key(o) in sweep.varying]
     return " ".join(["sweep", *first, *(o for o in semantic if o not in first)])
 
 
 def varying_name(overrides: list[str], varying: list[str], cells: list[str]) -> str:
-    """A child's name: the overrides that differ between the sweep's jobs (`loss=mse`, `cell=sgd seed=2`)."""
-    parts = [f"cell={cells[-1]}"] if cells and "cell" in varying else []
-    parts += [o for o in overrides if override_key(o) in varying]
-    if len(cells) > 1 and "cell" in varying:
-        parts.append(f"(also {', '.join(cells[:-1])})")
-    return " ".join(parts)
+    """A child's name: what differs between the sweep's jobs, then its seed (`sgd · seed 3`, `loss=mse · seed 0`,
+    `baseline (also epochs10, epochs20) · seed 2`); empty where nothing differs."""
+    what = [cells[-1], *([f"(also {', '.join(cells[:-1])})"] if len(cells) > 1 else [])] if cells and "cell" in varying else []
+    what += [o for o in overrides if override_key(o) in varying and override_key(o) != "seed"]
+    seed = next((o.partition("=")[2] for o in overrides if override_key(o) == "seed"), None)
+    if seed is None or not (what or "seed" in varying):
+        return " ".join(what)
+    return " · ".join([*([" ".join(what)] if what else []), f"seed {seed}"])

@@ -561,7 +561,12 @@ class TrackedRun:
         self._set_tags({**(ledger.cleared_failure() if cleared else {}), **facts.tags()})
 
     def end_trial(self, trial: ledger.Trial, state: str, reason: str = "") -> None:
+        """A trial's end; a pruned one says so in its name too, where the runs table shows it (its status stays FINISHED:
+        pruning is a search's answer, and the same command must not train it again)."""
         self._set_tags(ledger.trial_ended(trial, state, reason))
+        if state == "PRUNED":
+            name = self.client.get_run(self.run_id).info.run_name
+            self.client.update_run(self.run_id, name=f"{name} · pruned"[:MAX_RUN_NAME_LENGTH])
 
     def record_job(self, line: JobLine) -> None:
         """On a sweep's parent run: one job's outcome."""

@@ -8,6 +8,7 @@ import pytest
 from fmnist.bookkeeping import Job, Resume, Skip, Start, TrialOutcome, decide, finished
 from fmnist.checkpoint import Checkpoint
 from fmnist.ledger import RunFacts, Trial
+from fmnist.sweep import varying_name
 from fmnist.tracking import RunRecord
 
 FP, COMMIT = "a1b2c3d4e5f60718", "c" * 40
@@ -62,3 +63,16 @@ def test_a_checkpoint_of_another_configuration_or_under_force_is_not_resumed():
     assert decide(JOB, [run("r", "KILLED")], None, saved("r", "ffffffffffffffff")) == Start("it belongs to another configuration")
     assert decide(Job(FP, force=True, commit=COMMIT), [run("r", "KILLED")], None, saved("r")) == Start()
     assert decide(JOB, [], None, None) == Start()
+
+
+@pytest.mark.parametrize("overrides,varying,cells,name", [
+    (["model=vgg", "optimizer=sgd", "seed=3"], ["cell"], ["sgd"], "sgd · seed 3"),  # a study's cell: five seeds, five names
+    (["seed=2"], ["cell"], ["epochs10", "epochs20", "baseline"], "baseline (also epochs10, epochs20) · seed 2"),
+    (["seed=12"], ["cell"], ["trial6"], "trial6 · seed 12"),  # a search's confirmation
+    (["loss=mse", "seed=0"], ["loss"], [], "loss=mse · seed 0"),
+    (["loss=mse"], ["loss"], [], "loss=mse"),  # no seed given: the config's, the same for every job
+    (["seed=4"], ["seed"], [], "seed 4"),
+    (["loss=mse", "seed=4"], [], [], ""),  # nothing varies: the caller names it by its overrides
+])
+def test_a_child_run_is_named_by_what_differs_between_the_jobs_and_its_seed(overrides, varying, cells, name):
+    assert varying_name(overrides, varying, cells) == name

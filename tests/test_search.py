@@ -93,6 +93,13 @@ def test_two_workers_share_one_study_without_duplicates_and_the_winners_are_conf
     assert {r.data.tags["fmnist.trial_state"] for r in children if "fmnist.trial" in r.data.tags} <= {"COMPLETE", "PRUNED"}
     confirm = [r for r in children if r.data.tags.get("fmnist.study") == "mlp_regularisation-confirm"]
     assert len(confirm) == 3 * 3 and {int(r.data.params["seed"]) for r in confirm} == {1000, 1001, 1002}  # fresh seeds
+    # Names a person can tell apart: each trial by its number (a pruned one says so), each confirmation run by cell and seed.
+    for r in children:
+        if "fmnist.trial" in r.data.tags and r not in confirm:
+            assert r.info.run_name.startswith(f"trial {r.data.tags['fmnist.trial']} · ")
+            assert r.info.run_name.endswith(" · pruned") == (r.data.tags["fmnist.trial_state"] == "PRUNED"), r.info.run_name
+    assert sorted(r.info.run_name for r in confirm) == sorted(f"{r.data.tags['fmnist.cell']} · seed {r.data.params['seed']}" for r in confirm)
+    assert len({r.info.run_name for r in confirm}) == 9 and "search=mlp_regularisation" in parent.info.run_name
 
     out = tmp_path / "report"
     report.main(["--tracking-uri", uri, "--out", str(out)])

@@ -41,6 +41,9 @@ def test_table2_at_fixed_seeds_runs_every_cell_and_the_report_rebuilds_from_its_
     assert len({rec.table for rec in records} | {facts(r).study.table for r in runs}) == 1  # one table, named by the 20-epoch run
     assert {facts(r).settings for r in shared} == {records[0].table}
     sgd = next(r for r in runs if facts(r).study.cell == "sgd")
+    names = sorted(r.info.run_name for r in runs)  # what the UI's runs table shows: cell and seed, no two alike
+    assert len(set(names)) == 18 and f"sgd · seed {sgd.data.params['seed']}" in names
+    assert "epochs20 (also baseline, epochs10) · seed 0" in names
     assert (facts(sgd).study_name, facts(sgd).study.readings[-1].factor, facts(sgd).study.readings[-1].level) == ("table2", "optimizer", "sgd")
 
     out = tmp_path / "results"
