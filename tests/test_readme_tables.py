@@ -1,13 +1,15 @@
-"""The README's results say what the committed tables say.
+"""The README's and the docs' results say what the committed tables say.
 
-Its results block is written from the committed tables by `python -m fmnist.report.summary --readme
-README.md`; here it is written again and compared. And every decimal figure anywhere in the README's
-prose (outside code blocks) is one that some committed result, its README, or a study file prints: a
-figure typed by hand that no table holds is how prose drifts.
+The results block of docs/results.md is written from the committed tables by `python -m
+fmnist.report.summary --readme docs/results.md`; here it is written again and compared. And every decimal
+figure anywhere in the prose of the README and the docs (outside code) is one that some committed result,
+its README, or a study file prints: a figure typed by hand that no table holds is how prose drifts.
 """
 
 import re
 from pathlib import Path
+
+import pytest
 
 from fmnist.report import summary
 
@@ -40,16 +42,17 @@ def committed_figures() -> set[str]:
 
 
 def test_the_results_block_is_what_the_committed_tables_give():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "results.md").read_text()
     block = text[text.index(summary.BEGIN): text.index(summary.END) + len(summary.END)]
-    assert block == summary.summary(ROOT), "the README's results block differs from the tables: run python -m fmnist.report.summary --readme README.md"
+    assert block == summary.summary(ROOT), "the docs' results block differs from the tables: run python -m fmnist.report.summary --readme docs/results.md"
 
 
-def test_every_figure_in_the_readmes_prose_is_in_a_committed_table():
+@pytest.mark.parametrize("page", ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))])
+def test_every_figure_in_the_prose_is_in_a_committed_table(page):
     known = committed_figures()
-    text = prose((ROOT / "README.md").read_text())
+    text = prose((ROOT / page).read_text())
     stray = sorted({f for f in FIGURE.findall(text) if plain(f) not in known})
-    assert not stray, f"figures in the README that no committed result prints: {stray}"
+    assert not stray, f"figures in {page} that no committed result prints: {stray}"
 
 
 def test_the_block_reads_the_table_it_names():

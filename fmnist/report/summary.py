@@ -1,6 +1,6 @@
-"""The results prose of the README, written from the committed tables so that no number in it can drift.
+"""The results prose of the docs (docs/results.md), written from the committed tables so that no number in it can drift.
 
-    python -m fmnist.report.summary --readme README.md        # rewrite the block between the markers
+    python -m fmnist.report.summary --readme docs/results.md  # rewrite the block between the markers
     python -m fmnist.report.summary                            # print it
 
 For each committed study table (results/<study>/<study>_<model>.csv, as `python -m fmnist.report --from ...`
@@ -18,7 +18,7 @@ from pathlib import Path
 from fmnist.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
-BEGIN = "<!-- results: written by `python -m fmnist.report.summary --readme README.md` from the committed tables; do not edit -->"
+BEGIN = "<!-- results: written by `python -m fmnist.report.summary --readme docs/results.md` from the committed tables; do not edit -->"
 END = "<!-- results: end -->"
 MODELS = {"mlp": "MLP", "vgg": "VGG", "resnet18": "ResNet-18"}
 
