@@ -342,6 +342,7 @@ def name_of(launch: Launch, settings) -> str:
     if settings.search.trial is not None and not settings.study.readings:
         return f"trial {settings.search.trial} · {run_name(launch.overrides)}"
     cells = [r.cell for r in readings(settings.study)]
-    return varying_name(launch.overrides, launch.varying, cells) or run_name(launch.overrides)
+    varying = launch.varying if not cells or "cell" in launch.varying else ["cell", *launch.varying]  # a study's job: its cell
+    return varying_name(launch.overrides, varying, cells) or run_name(launch.overrides)
 
 

@@ -133,13 +133,19 @@ def _optuna():
     return optuna
 
 
+OBJECTIVE = "val/acc"  # what a trial scores: validation accuracy at its last epoch
+RUN_ATTR = "mlflow_run_id"  # a trial's user attribute: the MLflow run that trained it (the run's tags hold the trial number)
+
+
 def open_study(search: SearchConfig, storage: str, name: str):
     """Create the Optuna study, or load it if a killed search left it (same name, same storage)."""
     optuna = _optuna()
     sampler = (optuna.samplers.TPESampler(seed=search.sampler.seed, n_startup_trials=search.sampler.startup_trials)
                if search.sampler.name == "tpe" else optuna.samplers.RandomSampler(seed=search.sampler.seed))
-    return optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner(search), direction="maximize",
-                               load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner(search), direction="maximize",
+                                load_if_exists=True)
+    study.set_metric_names([OBJECTIVE])  # the Optuna dashboard shows it by name, not as "Objective 0"
+    return study
 
 
 def pruner(search: SearchConfig):

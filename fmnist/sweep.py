@@ -39,6 +39,7 @@ class Sweep:
         self.facts = SweepFacts(sweep_id, tuple(command), tuple(varying), launcher, study, git_commit(), str(self.lease.path))
         self.parent: TrackedRun | None = None
         self.summary = ""  # what a person should know of a sweep that finished (jobs cancelled on Slurm)
+        self.description = ""  # a study's tables as they stand: the parent's Overview in the MLflow UI
 
     def open(self) -> None:
         """The parent run, once, when the sweeper has checked every job (bad input leaves no run behind); first the
@@ -106,6 +107,12 @@ class Sweep:
                     theirs.release()
         self.parent.record_job(JobLine(number, overrides, "cancelled", run.run_id if run else None, reason))
 
+    def describe(self, text: str) -> None:
+        """The parent's description (its Overview in the UI), e.g. a study's tables after each stage."""
+        self.description = text
+        if self.parent is not None:
+            self.parent.describe(text)
+
     def close(self, interrupted: bool, raised: bool) -> None:
         """FINISHED when every job finished or was skipped; else FAILED (KILLED if interrupted), saying how many failed."""
         try:
@@ -133,7 +140,7 @@ class Sweep:
         elif count:
             self.parent.fail(f"{count} of {max(len(lines), count)} job(s) failed", failed_jobs=count)
         else:
-            self.parent.finish(self.summary)
+            self.parent.finish("\n\n".join(part for part in (self.summary, self.description) if part))
 
 
 def sweep_name(sweep: SweepFacts) -> str:

@@ -457,8 +457,9 @@ class Tracker:
             output = model(example)
         signature = infer_signature(example.numpy(), output.numpy())
         mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy())
+        with mlflow.start_run(run_id=run_id):  # pickled, not exported: load_model gives back a module that .eval() and moves
+            info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy(),
+                                            serialization_format="pickle", metadata={"classes": list(getattr(model, "classes", []))})
         version = retrying(mlflow.register_model, info.model_uri, name, tags={ledger.CELL: cell})
         return str(version.version)
 
@@ -577,6 +578,9 @@ class TrackedRun:
 
     def log_artifacts(self, folder: Path) -> None:
         self.client.log_artifacts(self.run_id, str(folder))
+
+    def describe(self, text: str) -> None:
+        self._set_tags({ledger.NOTE: text})
 
     def finish(self, note: str = "") -> None:
         if note:

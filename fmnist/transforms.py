@@ -175,3 +175,18 @@ class BatchTransform:
 
 def build_transform(cfg: TransformConfig) -> BatchTransform:
     return BatchTransform(cfg)
+
+
+class FromPixels(torch.nn.Module):
+    """A trained model as it is registered: raw images in (uint8, N x 28 x 28, as the IDX files hold them), logits out,
+    with the run's normalisation inside and its logits averaged over the views evaluation used (the mirror under
+    eval_flip), so it scores what its run logged. `classes` names the output columns."""
+
+    def __init__(self, model: torch.nn.Module, cfg: TransformConfig, classes: list[str]):
+        super().__init__()
+        self.model, self.mean, self.std, self.flip, self.classes = model, cfg.mean, cfg.std, cfg.eval_flip, list(classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = ((images.float() / 255.0 - self.mean) / self.std).unsqueeze(1)
+        views = [x, x.flip(-1)] if self.flip else [x]
+        return torch.stack([self.model(view).float() for view in views]).mean(0)

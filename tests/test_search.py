@@ -3,16 +3,17 @@ a SIGKILL mid-search and the same command again, two parallel workers, the repor
 fresh seeds, and the registered model scoring as its run did."""
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-import mlflow.pytorch
+import mlflow.pyfunc
 import optuna
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from fmnist import report
@@ -20,8 +21,9 @@ from fmnist.data import DataConfig
 from fmnist.errors import ConfigError
 from fmnist.job import dataset
 from fmnist.search import Sampler, SearchConfig
-from fmnist.transforms import TransformConfig, build_transform
 from tests.conftest import cli, is_parent, runs_of, store
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SEARCH = ["search=mlp_regularisation", "model=mlp", "data.train_size=2000", "data.test_size=2000", "schedule.epochs=2",
           "progress=false", "threads=1"]
@@ -91,6 +93,11 @@ def test_two_workers_share_one_study_without_duplicates_and_the_winners_are_conf
     assert parent.info.status == "FINISHED" and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     assert sorted(int(r.data.tags["fmnist.trial"]) for r in children if "fmnist.trial" in r.data.tags) == list(range(6))
     assert {r.data.tags["fmnist.trial_state"] for r in children if "fmnist.trial" in r.data.tags} <= {"COMPLETE", "PRUNED"}
+    # Optuna and MLflow name each other: each trial's user attribute is the run that trained it, whose tag is the trial's number.
+    trained = {r.info.run_id: int(r.data.tags["fmnist.trial"]) for r in children if "fmnist.trial" in r.data.tags}
+    assert all(trained[t.user_attrs["mlflow_run_id"]] == t.number for t in trials), [t.user_attrs for t in trials]
+    (name,) = optuna.get_all_study_names(f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").metric_names == ["val/acc"]
     confirm = [r for r in children if r.data.tags.get("fmnist.study") == "mlp_regularisation-confirm"]
     assert len(confirm) == 3 * 3 and {int(r.data.params["seed"]) for r in confirm} == {1000, 1001, 1002}  # fresh seeds
     # Names a person can tell apart: each trial by its number (a pruned one says so), each confirmation run by cell and seed.
@@ -111,19 +118,24 @@ def test_two_workers_share_one_study_without_duplicates_and_the_winners_are_conf
     artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
     assert "report/mlp_regularisation_history.png" in artifacts  # the figures are logged to the sweep's parent run
 
-    # The confirmed best is a registered MLflow model that scores as its run did.
+    # The confirmed best is a registered MLflow model that takes raw images and scores as its run did: the docs' example, run.
     (version,) = client.search_model_versions("name='fmnist-mlp_regularisation'")
     run = client.get_run(version.run_id)
+    example = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "search.md").read_text(), re.S).group(1)
+    example = example.replace("DataConfig()", f"DataConfig(root={str(real_data_root)!r}, train_size=2000, test_size=2000)")  # the runs' data
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
-        model = mlflow.pytorch.load_model(f"models:/fmnist-mlp_regularisation/{version.version}")
+        capsys.readouterr()
+        exec(compile(example, "docs/search.md", "exec"), {})
+        said = capsys.readouterr().out
+        model = mlflow.pyfunc.load_model(f"models:/fmnist-mlp_regularisation/{version.version}")  # the generic loader too
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI")
+    shown = float(re.search(r"test accuracy ([\d.]+)%", said).group(1))
+    assert shown == pytest.approx(100 * run.data.metrics["test/acc"], abs=0.1), said
     data, _ = dataset(DataConfig(root=str(real_data_root), train_size=2000, test_size=2000))
-    transform = build_transform(TransformConfig(augment=[]))
-    with torch.no_grad():
-        predictions = model(transform.eval(data.test.images)).argmax(1)
-    assert (predictions == data.test.labels).float().mean().item() == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
+    logits = model.predict(data.test.images.numpy())
+    assert (logits.argmax(1) == data.test.labels.numpy()).mean() == pytest.approx(run.data.metrics["test/acc"], abs=1e-3)
 
 
 def test_a_search_file_is_checked_in_one_sentence():

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -123,7 +124,13 @@ def test_a_sequential_study_runs_stage_after_stage_from_one_command(tmp_path, re
         if row["verdict"] in ("futile", "undecided"):
             assert row["seeds_needed"] and row["reason"]
     assert "the study is complete" in (out / "regularisation_mlp.md").read_text()
-    assert "stage(s); decay_low: " in done.stdout + done.stderr  # the sweep says how it ended
+    said = done.stdout + done.stderr
+    assert "stage(s); decay_low: " in said  # the sweep says how it ended
+    assert "launch 1 (of at most" in said and re.search(r"launch 2 \(of at most \d+\): \d+ run\(s\), \d+ done before it; the last took", said)
+    client, found = runs_of(uri, "regularisation", parents=True)
+    (parent,) = [r for r in found if "fmnist.parent" in r.data.tags]
+    overview = parent.data.tags["mlflow.note.content"]  # the parent's Overview in the UI: the table as the report prints it
+    assert overview.startswith("# regularisation: mlp") and "| cell |" in overview and "the study is complete" in overview
 
 
 def test_a_sequential_study_continues_from_an_export_on_a_fresh_store(tmp_path, real_data_root):

@@ -98,7 +98,9 @@ def search_report(searched: Searched, studied: Studied, out_dir: Path, stem: str
         f"Made by `{command}`.\n\n"
         "The objective is validation accuracy at a trial's last epoch (one seed, the search's own); the test set played no part.\n\n"
         f"{markdown_table(rows)}\n"
-        + (f"Parameter importances: {', '.join(f'{k} {v:.2f}' for k, v in importances.items())}.\n\n" if importances else "")
+        + (f"Parameter importances: {', '.join(f'{k} {v:.2f}' for k, v in importances.items())} (Optuna's fANOVA evaluator, seed 0, on "
+           "the completed trials; the Optuna dashboard computes its own, with another seed, so its figures may differ).\n\n"
+           if importances else "")
         + cost
         + curse_section(searched, studied)
     )

@@ -388,7 +388,8 @@ def per_seed(ev: Evidence, stem: str, out_dir: Path) -> tuple[str, list[Path]]:
     return text, files
 
 
-def one_table(studied: Studied, results: list[Result], out_dir: Path, stem: str, command: str, options) -> tuple[list[Path], Evidence]:
+def table_text(studied: Studied, results: list[Result], command: str, options) -> tuple[str, Evidence, list[Row], list[Row]]:
+    """A table's Markdown (rows, footnote, forecast, secondary comparisons, choice, next stage), its evidence and rows."""
     record = studied.records[results[-1].run_id]  # the latest run's: the study's design, margin and choice as it now stands
     ev = evidence(results, record, options.strict, options.margin, options.design)
     settings = {(str(r.seeds), r.margin, r.ordered, tuple(r.choice.levels)) for r in map(studied.records.get, {x.run_id for x in results})}
@@ -407,6 +408,12 @@ def one_table(studied: Studied, results: list[Result], out_dir: Path, stem: str,
         f"{next_stage_section(ev, options.owed.get((record.study, ev.model)))}\n"
         f"The table's sweep: `{shlex.join(['python', '-m', 'fmnist.run', '-m', *record.command])}`.\n"
     )
+    return text, ev, table_rows, more
+
+
+def one_table(studied: Studied, results: list[Result], out_dir: Path, stem: str, command: str, options) -> tuple[list[Path], Evidence]:
+    text, ev, table_rows, more = table_text(studied, results, command, options)
+    sequential, record = ev.design is not None, studied.records[results[-1].run_id]
     files = [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex"]
     write_csv([csv_row(r) for r in [*table_rows, *more]], files[1])
     width = 9 if sequential else 8

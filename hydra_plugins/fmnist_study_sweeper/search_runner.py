@@ -19,7 +19,7 @@ from fmnist.errors import UserError
 from fmnist.identity import settings_id
 from fmnist.lease import Busy
 from fmnist.ledger import RunFacts, Trial
-from fmnist.search import STORAGE_ENV, SearchConfig, as_overrides, open_study, storage_url, study_name, suggest
+from fmnist.search import RUN_ATTR, STORAGE_ENV, SearchConfig, as_overrides, open_study, storage_url, study_name, suggest
 from fmnist.study import override_key
 from fmnist.tracking import Tracker, resolve_uri
 
@@ -80,7 +80,7 @@ class SearchRunner:
             returns.append(results)
             for trial, job, result in zip(batch, jobs, results):
                 values = dict(o.split("=", 1) for o in job[len(self.combo):] if not o.startswith("++search."))
-                failures = 0 if self._tell(study, trial.number, values, result) else failures + 1
+                failures = 0 if self._tell(study, trial, values, result) else failures + 1
             if failures >= MAX_FAILURES:
                 raise UserError(f"search {self.search.name}: {failures} trials in a row failed; the errors are printed above, and a trial that had a run carries its reason in the fmnist.failure tag")
         return returns
@@ -99,10 +99,11 @@ class SearchRunner:
             values[key] = p.choices[0] if p.type == "choice" else (int(p.low) if p.type == "int" else (p.low * p.high) ** 0.5 if p.log else (p.low + p.high) / 2)
         return values
 
-    def _tell(self, study, number: int, values: dict[str, str], result) -> bool:
-        """Tell Optuna how trial `number` ended; False if it failed."""
+    def _tell(self, study, trial, values: dict[str, str], result) -> bool:
+        """Tell Optuna how `trial` (asked here, or left running by a killed search) ended, with its MLflow run; False if it failed."""
         import optuna
 
+        number = trial.number
         try:
             outcome = result.return_value
         except Busy:
@@ -113,12 +114,17 @@ class SearchRunner:
             return False
         if not isinstance(outcome, TrialOutcome):
             return True
+        handle = trial if isinstance(trial, optuna.trial.Trial) else optuna.trial.Trial(study, trial._trial_id)
+        try:
+            handle.set_user_attr(RUN_ATTR, outcome.run_id)  # the dashboard's trial names the MLflow run that trained it
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # a racing worker told it first, and named the run
         if outcome.state == "pruned":
             study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
         else:
             study.tell(number, self._value(outcome.run_id), skip_if_finished=True)
-        trial = Trial(number, self.search.name, self.name, space={k: vars(v) for k, v in self.search.params.items()}, values=values)
-        self.tracker.handle(outcome.run_id).add(RunFacts(trial=trial))
+        facts = Trial(number, self.search.name, self.name, space={k: vars(v) for k, v in self.search.params.items()}, values=values)
+        self.tracker.handle(outcome.run_id).add(RunFacts(trial=facts))
         return True
 
     def _value(self, run_id: str) -> float:
@@ -187,7 +193,8 @@ class SearchRunner:
 
 
 def rebuild(tracker: Tracker, run_id: str):
-    """A finished run's model with its weights, in eval mode, and a few test images as it takes them (normalized)."""
+    """A finished run's model as it is registered (raw uint8 images in, its normalisation inside, fmnist.transforms.FromPixels),
+    in eval mode, and five raw test images as the example."""
     import tempfile
 
     import torch
@@ -196,13 +203,12 @@ def rebuild(tracker: Tracker, run_id: str):
     from fmnist.data import DataConfig
     from fmnist.job import dataset
     from fmnist.models import MODELS, build_model
-    from fmnist.transforms import TransformConfig, build_transform
+    from fmnist.plots import CLASS_NAMES
+    from fmnist.transforms import FromPixels, TransformConfig
 
     values = yaml.safe_load(tracker.artifact_text(run_id, "config.yaml"))
     model = build_model(MODELS.config(values["model"]))
     with tempfile.TemporaryDirectory(prefix="fmnist-model-") as folder:
         model.load_state_dict(torch.load(tracker.artifact_file(run_id, "model.pt", Path(folder)), weights_only=True))
-    model.eval()
     data, _ = dataset(DataConfig(**values["data"]))
-    example = build_transform(TransformConfig(**values["transform"])).eval(data.test.images[:5])
-    return model, example
+    return FromPixels(model, TransformConfig(**values["transform"]), CLASS_NAMES).eval(), data.test.images[:5]

@@ -13,6 +13,7 @@ instantiates sweepers only from the `hydra_plugins` namespace package, hence thi
 
 import logging
 import sys
+import time
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -240,7 +241,11 @@ class StudySweeper(FmnistSweeper):
             return self._search(overrides)
         study = self._study(overrides)
         if study.name is None or study.seeds is None or study.cells or study.combine or any(o.get_key_element() == "seed" for o in overrides):
-            return super()._sweep(overrides, arguments)  # a plain or fixed sweep: split_arguments below
+            returns = super()._sweep(overrides, arguments)  # a plain or fixed sweep: split_arguments below
+            if study.name is not None and self.owned.parent is not None:
+                children = self.tracker.children(self.owned.parent.run_id)
+                self._describe(_Results(self.config, study, self.tracker), sorted({r.facts.study.table for r in children if r.facts.study}))
+            return returns
         return self._stages(study, overrides)
 
     # ----- a search: trials asked of Optuna, launched, told; then its winners confirmed -----
@@ -326,13 +331,15 @@ class StudySweeper(FmnistSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         store = _Results(self.config, study, self.tracker)
-        returns, job_index, last_counts = [], 0, None
+        returns, job_index, last_counts, stage, took = [], 0, None, 0, None
+        most = len(study.seeds.looks()) + (1 if study.factors else 0)  # the combined cell runs a stage after the first
         while True:
             batch, counts = [], []
             for t in tables:
                 ev = store.evidence(t, study)
                 batch += self._next(study, t, ev)
                 counts.append(store.count(t))
+            self._describe(store, [t.table for t in tables])
             if not batch:
                 break
             if counts == last_counts:
@@ -342,7 +349,13 @@ class StudySweeper(FmnistSweeper):
                 )
             last_counts = counts
             self.validate_batch_is_legal(batch)
+            stage += 1
+            pace = f"; the last took {took[0] / 60:.1f} min for {took[1]} run(s), so about {took[0] / took[1] * len(batch) / 60:.0f} min for " \
+                "this one at that pace" if took else ""
+            log.info(f"study {study.name}: launch {stage} (of at most {most}): {len(batch)} run(s), {job_index} done before it{pace}")
+            start = time.monotonic()
             returns.append(self._launch(batch, job_index))  # failed jobs end the sweep here: the next stage needs their results
+            took = (time.monotonic() - start, len(batch))
             job_index += len(batch)
         for t in tables:
             ev = store.evidence(t, study)
@@ -376,6 +389,22 @@ class StudySweeper(FmnistSweeper):
                 if seed not in have]
 
 
+    def _describe(self, store: "_Results", tables: list[str]) -> None:
+        """The parent's Overview: each of the sweep's tables as it stands (what `python -m fmnist.report` prints)."""
+        from fmnist.report.study_table import Options, table_text  # matplotlib and the report: only for studies
+
+        texts = []
+        try:
+            for table in tables:
+                found = store.studied(table)
+                if any(r.cell == BASELINE for r in found.results):
+                    texts.append(table_text(found, sorted(found.results, key=lambda r: r.start_time), "python -m fmnist.report", Options())[0])
+            if texts:
+                self.owned.describe("\n\n".join(texts))
+        except Exception as err:  # a view: it must never cost the sweep its runs
+            log.warning(f"could not write the study's table into the sweep's parent run ({type(err).__name__}: {err}); the runs are unaffected")
+
+
 class _Results:
     """The table's finished results so far: in the store (read once per run) and in the exports named by `exports=`."""
 
@@ -388,7 +417,7 @@ class _Results:
         for path in config.exports:
             self.exported = self.exported + read_export(Path(base, path))
 
-    def _studied(self, table: str) -> Studied:
+    def studied(self, table: str) -> Studied:
         found = Studied([r for r in self.exported.results if r.study == self.study.name and r.table == table], self.exported.records)
         runs = self.tracker.table_runs(self.study.name, table)
         self.read |= self.tracker.read_results([run for run in runs if run.run_id not in self.read])
@@ -397,10 +426,10 @@ class _Results:
         return found
 
     def count(self, t: Table) -> int:
-        return len(self._studied(t.table).results)
+        return len(self.studied(t.table).results)
 
     def evidence(self, t: Table, study: StudyConfig) -> Evidence | None:
-        found = self._studied(t.table)
+        found = self.studied(t.table)
         if not any(r.cell == BASELINE for r in found.results):
             return None
         ordered = sorted(found.results, key=lambda r: r.start_time)
