@@ -97,7 +97,7 @@ def write(out: Path, figures: dict, whole: list[float], bulk: list[float], one_b
         f"Each round ran the whole report (a fresh process: Python and library imports, the run search, the histories, the table, "
         f"the figure; {figures['rows in the report']} rows), then fetched the histories of its {len(KEYS)} curves both ways in this "
         "process, so drift between rounds touches both sides alike. Runs: synthetic, shaped like a sweep's (two learning rates, "
-        f"{EPOCHS} epochs, one seed each); logging them took {figures['seconds to log the runs']} s.",
+        f"{figures['runs'] // 2} seeds each, {EPOCHS} epochs); logging them took {figures['seconds to log the runs']} s.",
         "",
     ]))
 
