@@ -108,3 +108,22 @@ def test_a_job_that_kills_its_worker_every_time_fails_alone_with_one_sentence(tm
     others = [r for r in runs if not is_parent(r) and r.info.status == "FINISHED"]
     assert len(others) == SEEDS - 1 and all(steps(client, r, "train/loss") == [1, 2, 3] for r in others)
     assert not [r for r in runs if r.info.status == "RUNNING"]  # the victim's run (if it got one) is closed too
+
+
+def test_a_sweep_with_failed_and_cancelled_jobs_says_both_in_one_sentence():
+    from types import SimpleNamespace
+
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from hydra_plugins.fmnist_study_sweeper.slurm_launcher import JobCancelled
+    from hydra_plugins.fmnist_study_sweeper.study_sweeper import StudyError, StudySweeper
+
+    sweeper = StudySweeper.__new__(StudySweeper)  # the sentence alone: no Hydra, no store
+    sweeper.owned = SimpleNamespace(facts=SimpleNamespace(varying=["seed"]), summary="")
+    sweeper.failed = [JobReturn(overrides=["seed=1"], status=JobStatus.FAILED, _return_value=RuntimeError("training loss became nan"))]
+    sweeper.cancelled = [JobReturn(overrides=["seed=2"], status=JobStatus.FAILED, _return_value=JobCancelled("cancelled", "54_2"))]
+    with pytest.raises(StudyError) as raised:
+        sweeper._raise_failures(4)
+    said = str(raised.value)
+    assert said.startswith("1 of 4 job(s) failed — seed=1: training loss became nan; and 1 of 4 job(s) cancelled on Slurm")
+    assert "seed=2 (54_2)" in said and "retry the failed and cancelled ones" in said and "\n" not in said

@@ -147,11 +147,13 @@ class FmnistSweeper(BasicSweeper):
     def _raise_failures(self, launched: int, stopping: bool = False) -> None:
         """One sentence for the jobs that failed (each its reason, the first few listed), after every other job ran; the
         jobs cancelled on Slurm are their own outcome (said, not a failure), except where the next stage needs them."""
-        if self.cancelled and not self.failed:
+        cancelled = ""
+        if self.cancelled:
             shown = "; ".join(f"{self._shown(r.overrides)} ({r._return_value.slurm_job})" for r in self.cancelled[:3])
             more = f" and {len(self.cancelled) - 3} more" if len(self.cancelled) > 3 else ""
-            said = (f"{len(self.cancelled)} of {launched} job(s) cancelled on Slurm before they finished — {shown}{more}; the "
-                    "other jobs ran. Run the same command again to run the cancelled ones (finished jobs are skipped)")
+            cancelled = f"{len(self.cancelled)} of {launched} job(s) cancelled on Slurm before they finished — {shown}{more}"
+        if self.cancelled and not self.failed:
+            said = f"{cancelled}; the other jobs ran. Run the same command again to run the cancelled ones (finished jobs are skipped)"
             if stopping:
                 raise StudyError(f"{said}; the study's next stage needs every job of this one")
             log.warning(said)
@@ -160,8 +162,9 @@ class FmnistSweeper(BasicSweeper):
             return
         shown = [f"{self._shown(r.overrides)}: {_reason(r._return_value)}" for r in self.failed[:3]]
         more = f"; and {len(self.failed) - 3} more (each job's outcome is on the sweep's parent run)" if len(self.failed) > 3 else ""
-        raise StudyError(f"{len(self.failed)} of {launched} job(s) failed — {'; '.join(shown)}{more}. The other jobs ran; run the same "
-                         "command again to retry the failed ones (finished jobs are skipped)")
+        also = f"; and {cancelled}" if cancelled else ""
+        raise StudyError(f"{len(self.failed)} of {launched} job(s) failed — {'; '.join(shown)}{more}{also}. The other jobs ran; run the "
+                         f"same command again to retry the {'failed and cancelled' if cancelled else 'failed'} ones (finished jobs are skipped)")
 
     def _launch_each(self, batch: list[list[str]], job_index: int):
         """Launch a batch and return every job's result, failed ones included (a search tells Optuna about those)."""
