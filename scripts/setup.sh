@@ -11,7 +11,8 @@ fi
 # pip (not uv/poetry): on machines with a local torch wheel cache, pip is what finds it.
 .venv/bin/python -m pip install --quiet --upgrade pip
 # compat mode puts the checkout on sys.path, so Hydra's plugin scan finds hydra_plugins/fmnist_study_sweeper
-.venv/bin/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+# The versions in requirements.lock (bash scripts/lock.sh refreshes it against the newest releases and the quick suite).
+.venv/bin/python -m pip install --quiet -c requirements.lock -e '.[dev]' --config-settings editable_mode=compat
 
 # The data set: use a copy that is already here, else Debian's package, else the official mirror.
 if .venv/bin/python -m fmnist.data --no-download >/dev/null 2>&1; then
