@@ -146,7 +146,7 @@ def forest(panels: list[ForestPanel], path: Path, title: str = "") -> None:
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title, fontsize=11)
     fig.subplots_adjust(left=0.12, right=0.9, bottom=0.18, top=0.85, wspace=0.75)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.1)  # cell names of any length: the saved figure grows to hold them
     plt.close(fig)
 
 
@@ -182,5 +182,5 @@ def importances(values: dict[str, float], path: Path, title: str = "") -> None:
     ax.set_xlabel("importance (share of the objective's variance)")
     ax.set_title(title if values else f"{title}\n(too few completed trials)", fontsize=9)
     fig.subplots_adjust(left=0.3, right=0.97, bottom=0.2, top=0.85)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.1)  # long setting names are not clipped
     plt.close(fig)

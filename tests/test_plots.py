@@ -38,3 +38,18 @@ def test_figures_are_written_as_png(tmp_path):
     plots.confusion_matrix(torch.eye(10, dtype=torch.long) * 100 + 1, tmp_path / "confusion.png", title="t")
     for name in ("curves.png", "confusion.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def margins_are_blank(path) -> bool:
+    """No ink in the saved image's outermost pixels: nothing (a label, a title) was cut at its edge."""
+    image = plt.imread(path)[..., :3]
+    edges = [image[0], image[-1], image[:, 0], image[:, -1]]
+    return all((edge > 0.95).all() for edge in edges)
+
+
+def test_a_one_panel_forest_and_the_importances_keep_long_labels_inside_the_saved_figure(tmp_path):
+    long = "trial32 with a long name that the fixed margin used to clip (n=3)"
+    entries = [plots.ForestEntry(long, 0.4, -0.1, 0.9, "open", None), plots.ForestEntry("sgd (n=5)", -4.5, -5.6, -3.4, "worse", -4.0)]
+    plots.forest([plots.ForestPanel("mlp", entries, 0.3, "95% repeated CI")], tmp_path / "forest.png", title="one panel")
+    plots.importances({"optimizer.weight_decay_with_a_long_name": 0.6, "model.dropout": 0.4}, tmp_path / "importance.png", title="x")
+    assert margins_are_blank(tmp_path / "forest.png") and margins_are_blank(tmp_path / "importance.png")
