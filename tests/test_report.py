@@ -51,7 +51,7 @@ def test_no_seed_section_when_every_run_has_the_same_seed(tmp_path):
     report.main(["--tracking-uri", uri, "--out", str(tmp_path / "out"), "--name", "lr"])
     assert "Over seeds" not in (tmp_path / "out" / "lr.md").read_text()
     assert not (tmp_path / "out" / "lr_seeds.csv").exists()
-    assert float(next(csv.DictReader((tmp_path / "out" / "lr.csv").open()))["test/acc"]) == pytest.approx(0.9)
+    assert float(next(csv.DictReader((tmp_path / "out" / "lr.csv").open()))["test acc %"]) == pytest.approx(90.0)  # one unit: percent
 
 
 def test_the_report_by_default_writes_where_git_does_not_look_and_leaves_the_checkout_clean(tmp_path):

@@ -68,11 +68,11 @@ def test_a_three_job_sweep_gives_three_runs_under_one_sweep_id_and_a_report(tmp_
 
     report.main(["--tracking-uri", uri, "--out", str(tmp_path / "results"), "--name", "losses"])
     table = (tmp_path / "results" / "losses.md").read_text()
-    assert table.count("| loss=") == 3 and "loss.name" in table and "test/acc" in table
+    assert table.count("| loss=") == 3 and "loss.name" in table and "test acc %" in table
     rows = list(csv.DictReader((tmp_path / "results" / "losses.csv").open()))
     assert [r["loss.name"] for r in rows] == ["ce", "mse", "nll"]
     expected = {r.data.params["loss.name"]: r.data.metrics["test/acc"] for r in runs}
-    assert all(float(r["test/acc"]) == pytest.approx(expected[r["loss.name"]]) for r in rows)
+    assert all(float(r["test acc %"]) == pytest.approx(100 * expected[r["loss.name"]]) for r in rows)
     assert (tmp_path / "results" / "losses_curves.png").stat().st_size > 10_000
 
 

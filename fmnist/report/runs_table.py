@@ -21,8 +21,9 @@ def result_row(run: RunRecord, curves: dict[str, list[float]], seconds: list[flo
     row: dict[str, object] = {"run": run.name}
     row.update({k: run.params.get(k, "") for k in keys})
     row["epochs"] = len(curves.get("val/acc", []))
-    for key in ("val/acc", "val/loss", "test/acc", "test/loss"):
-        row[key] = run.metrics.get(key, float("nan"))
+    for key in ("val/acc", "val/loss", "test/acc", "test/loss"):  # accuracies in percent, as in every other table
+        value = run.metrics.get(key, float("nan"))
+        row[f"{key.replace('/', ' ')} %" if key.endswith("acc") else key] = 100 * value if key.endswith("acc") else value
     row["seconds"] = sum(seconds)
     return row
 
@@ -35,7 +36,7 @@ def seed_summary(rows: list[dict[str, object]], keys: list[str]) -> list[dict[st
         groups.setdefault(tuple(row[k] for k in config_keys), []).append(row)
     summary = []
     for config, members in groups.items():
-        acc = [100 * float(m["test/acc"]) for m in members]
+        acc = [float(m["test acc %"]) for m in members]
         mean, std = stats.mean_std(acc)
         seconds, _ = stats.mean_std([float(m["seconds"]) for m in members])
         summary.append(
