@@ -23,7 +23,7 @@ def result_row(run: RunRecord, curves: dict[str, list[float]], seconds: list[flo
     row["epochs"] = len(curves.get("val/acc", []))
     for key in ("val/acc", "val/loss", "test/acc", "test/loss"):  # accuracies in percent, as in every other table
         value = run.metrics.get(key, float("nan"))
-        row[f"{key.replace('/', ' ')} %" if key.endswith("acc") else key] = 100 * value if key.endswith("acc") else value
+        row[f"{key.replace('/', ' ')} %" if key.endswith("acc") else key] = f"{100 * value:.2f}" if key.endswith("acc") else value
     row["seconds"] = sum(seconds)
     return row
 
