@@ -80,10 +80,16 @@ class Sweep:
         parent = [f"launch.parent_run_id={self.parent.run_id}"] if self.parent else []
         return [f"launch.sweep_id={self.facts.sweep_id}", *parent, f"launch.varying=[{varying}]"]
 
-    def record_failed(self, number: int, overrides: str, reason: str) -> None:
-        """A job that could not record its own outcome (its worker process died)."""
-        if self.parent is not None:
-            self.parent.record_job(JobLine(number, overrides, "failed", None, reason))
+    def record_failed(self, number: int, overrides: str, reason: str, job: list[str] = ()) -> None:
+        """A job that could not record its own outcome (its worker process died): its outcome, and the run its last attempt
+        left RUNNING (the job's overrides are the run's) closed FAILED once its lease is taken."""
+        if self.parent is None:
+            return
+        runs = [r for r in self.tracker.children(self.parent.run_id)
+                if r.status == "RUNNING" and r.facts.overrides and set(r.facts.overrides) <= set(job)]
+        for run in runs:
+            self._close_dead(run, overrides, reason, killed=False)
+        self.parent.record_job(JobLine(number, overrides, "failed", runs[-1].run_id if runs else None, reason))
 
     def record_cancelled(self, number: int, overrides: str, reason: str, slurm_job: str) -> None:
         """A job whose Slurm task was cancelled: its outcome, and its run (if it had one) closed KILLED once its lease is
@@ -91,21 +97,26 @@ class Sweep:
         if self.parent is None:
             return
         run = next((r for r in self.tracker.children(self.parent.run_id) if r.facts.slurm_job == slurm_job and r.status == "RUNNING"), None)
-        if run is not None and run.facts.fingerprint:
-            theirs = Lease(self.lease.path.parent / f"{run.facts.fingerprint}.lease", stale_after=self.lease.stale_after,
-                           wait=self.lease.stale_after + 5)
-            try:
-                theirs.acquire()
-            except (Busy, UserError) as err:
-                log.warning(f"the run {run.run_id} of the cancelled job {overrides} is left as it is: {err}")
-            else:
-                try:
-                    if (self.tracker.get(run.run_id) or run).status == "RUNNING":
-                        self.tracker.closing(run.run_id).fail(f"{reason}; run the same command again to go on from its checkpoint",
-                                                              killed=True)
-                finally:
-                    theirs.release()
+        if run is not None:
+            self._close_dead(run, overrides, f"{reason}; run the same command again to go on from its checkpoint", killed=True)
         self.parent.record_job(JobLine(number, overrides, "cancelled", run.run_id if run else None, reason))
+
+    def _close_dead(self, run: RunRecord, overrides: str, reason: str, killed: bool) -> None:
+        """Close a dead job's RUNNING run, holding its lease meanwhile: a process still renewing it keeps its run."""
+        if not run.facts.fingerprint:
+            return
+        theirs = Lease(self.lease.path.parent / f"{run.facts.fingerprint}.lease", stale_after=self.lease.stale_after,
+                       wait=self.lease.stale_after + 5)
+        try:
+            theirs.acquire()
+        except (Busy, UserError) as err:
+            log.warning(f"the run {run.run_id} of the job {overrides} is left as it is: {err}")
+            return
+        try:
+            if (self.tracker.get(run.run_id) or run).status == "RUNNING":
+                self.tracker.closing(run.run_id).fail(reason, killed=killed)
+        finally:
+            theirs.release()
 
     def describe(self, text: str) -> None:
         """The parent's description (its Overview in the UI), e.g. a study's tables after each stage."""

@@ -191,7 +191,7 @@ class FmnistSweeper(BasicSweeper):
             except BrokenExecutor as err:
                 died = err
         reason = f"its worker process died each time it ran, alone too ({_reason(died)}): killed, or out of memory?"
-        self.owned.record_failed(number, self._shown(job), reason)
+        self.owned.record_failed(number, self._shown(job), reason, job)
         return JobReturn(overrides=job, status=JobStatus.FAILED, _return_value=RuntimeError(reason))
 
     def _shown(self, overrides) -> str:
