@@ -409,7 +409,7 @@ class Tracker:
                 points = retrying(_bulk_history, store, chunk, key)
                 if points is None:  # neither route, or more points than one answer holds: run by run
                     points = [(run_id, *point) for run_id in chunk for point in self.history_by_step(run_id, key)]
-                for run_id, step, value, _ in sorted(points):
+                for run_id, step, value, _ in sorted(points, key=lambda p: (p[0], p[1], p[3])):  # a step logged twice: the latest
                     found[run_id][key][step] = value
         return found
 
@@ -565,9 +565,9 @@ class TrackedRun:
         """A trial's end; a pruned one says so in its name too, where the runs table shows it (its status stays FINISHED:
         pruning is a search's answer, and the same command must not train it again)."""
         self._set_tags(ledger.trial_ended(trial, state, reason))
-        if state == "PRUNED":
-            name = self.client.get_run(self.run_id).info.run_name
-            self.client.update_run(self.run_id, name=f"{name} · pruned"[:MAX_RUN_NAME_LENGTH])
+        name = self.client.get_run(self.run_id).info.run_name if state == "PRUNED" else ""
+        if name and not name.endswith(" · pruned"):  # a resumed trial pruned again is named once
+            self.client.update_run(self.run_id, name=name[: MAX_RUN_NAME_LENGTH - 9] + " · pruned")
 
     def record_job(self, line: JobLine) -> None:
         """On a sweep's parent run: one job's outcome."""
