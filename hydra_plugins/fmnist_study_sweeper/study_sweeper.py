@@ -391,7 +391,6 @@ class StudySweeper(FmnistSweeper):
         return [[*t.combo, choice, *job.study_overrides(t.table, stage), f"seed={seed}"] for job in planned for seed in seeds
                 if seed not in have]
 
-
     def _describe(self, store: "_Results", tables: list[str]) -> None:
         """The parent's Overview: each of the sweep's tables as it stands (what `python -m fmnist.report` prints)."""
         from fmnist.report.study_table import Options, table_text  # matplotlib and the report: only for studies
