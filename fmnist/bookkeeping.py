@@ -12,6 +12,7 @@ import os
 import shlex
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,6 +177,7 @@ class Bookkeeping:
         self.name = name_of(launch, settings)
         self.params = run_params(spec.values)
         self.closed = False  # the job's end is recorded
+        self.began = time.monotonic()  # for the line a person reads when the job ends
 
     def hold(self) -> Lease:
         """The job's lease, taken. While a live process trains this job: a single run stops, naming it; a job of a sweep
@@ -238,6 +240,7 @@ class Bookkeeping:
         """This job's line in its sweep's parent run: trained, resumed, skipped (and which run stands for it), failed."""
         if self.parent is None:
             return
+        say(f"job {self.launch.job_num} of the sweep ({self.name}): {outcome} after {(time.monotonic() - self.began) / 60:.1f} min")
         try:
             self.parent.record_job(JobLine(self.launch.job_num, shlex.join(self.launch.overrides), outcome, run_id, reason, where))
         except Exception as err:  # the record is for people; never let it fail the job

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def test_a_three_job_sweep_gives_three_runs_under_one_sweep_id_and_a_report(tmp_
     assert len({facts(r).sweep_id for r in runs}) == 1
     assert len({facts(r).fingerprint for r in runs}) == 3
     assert [m.step for m in client.get_metric_history(runs[1].info.run_id, "val/acc")] == [1]
+    assert re.search(r"job 2 of the sweep \(loss=nll\): trained after \d+\.\d min", done.stderr)  # a line per finished job
 
     report.main(["--tracking-uri", uri, "--out", str(tmp_path / "results"), "--name", "losses"])
     table = (tmp_path / "results" / "losses.md").read_text()
