@@ -122,7 +122,7 @@ class Sweep:
         """The parent's description (its Overview in the UI), e.g. a study's tables after each stage."""
         self.description = text
         if self.parent is not None:
-            self.parent.describe(text)
+            self.parent.describe(fitted(text))
 
     def close(self, interrupted: bool, raised: bool) -> None:
         """FINISHED when every job finished or was skipped; else FAILED (KILLED if interrupted), saying how many failed."""
@@ -151,7 +151,18 @@ class Sweep:
         elif count:
             self.parent.fail(f"{count} of {max(len(lines), count)} job(s) failed", failed_jobs=count)
         else:
-            self.parent.finish("\n\n".join(part for part in (self.summary, self.description) if part))
+            self.parent.finish(fitted("\n\n".join(part for part in (self.summary, self.description) if part)))
+
+
+NOTE_LENGTH = 8000  # what MLflow keeps of a description (it cuts a longer one where it falls)
+
+
+def fitted(text: str) -> str:
+    """A description MLflow keeps whole: past its limit, cut at a line and say where the rest is."""
+    if len(text) <= NOTE_LENGTH:
+        return text
+    rest = "\n\n… (cut here to fit MLflow's description; `python -m fmnist.report` prints the whole table)"
+    return text[: text.rfind("\n", 0, NOTE_LENGTH - len(rest))] + rest
 
 
 def sweep_name(sweep: SweepFacts) -> str:

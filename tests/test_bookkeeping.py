@@ -76,3 +76,13 @@ def test_a_checkpoint_of_another_configuration_or_under_force_is_not_resumed():
 ])
 def test_a_child_run_is_named_by_what_differs_between_the_jobs_and_its_seed(overrides, varying, cells, name):
     assert varying_name(overrides, varying, cells) == name
+
+
+def test_a_long_description_is_cut_at_a_line_within_mlflows_limit_and_says_so():
+    from fmnist.sweep import NOTE_LENGTH, fitted
+
+    short = "# table2: mlp\n| cell |"
+    assert fitted(short) == short
+    long = "\n".join(f"| row {i} | {'x' * 60} |" for i in range(400))
+    cut = fitted(long)
+    assert len(cut) <= NOTE_LENGTH and cut.endswith("prints the whole table)") and long.startswith(cut.split("\n\n…")[0] + "\n")
