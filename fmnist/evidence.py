@@ -9,7 +9,7 @@ from fmnist import stats
 from fmnist.errors import ConfigError
 from fmnist.results import Result
 from fmnist.sequential import Comparison, Outcome, SeedsDesign, decide
-from fmnist.study import BASELINE, COMBINED, StudyRecord
+from fmnist.study import BASELINE, COMBINED, StudyRecord, levels_of
 
 
 @dataclass
@@ -25,6 +25,10 @@ class CellRuns:
 
     def seeds(self) -> list[int]:
         return sorted(self.by_seed)
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return levels_of(self.cell, self.level)
 
 
 def gather(results: list[Result]) -> dict[str, CellRuns]:
@@ -188,10 +192,10 @@ def evidence(results: list[Result], record: StudyRecord, strict: bool = False, m
     if design is not None and COMBINED in cells:
         chosen = sorted(p.level for p in picks if p.level)
         ran = cells[COMBINED]
-        if sorted(ran.level.split("+")) != chosen:
+        if sorted(ran.levels) != chosen:
             del cells[COMBINED]
             which = " + ".join(chosen) + (" alone" if len(chosen) == 1 else "") if chosen else "no level"
-            base.left_out.append(f"{len(ran.by_seed)} combined run(s) of {ran.level.replace('+', ' + ')} left out: not the combination "
+            base.left_out.append(f"{len(ran.by_seed)} combined run(s) of {' + '.join(ran.levels)} left out: not the combination "
                                  f"this design's validation chose on the first stage's seeds ({which})")
         else:
             cells[COMBINED] = fresh(ran, first)

@@ -86,7 +86,15 @@ class StudyConfig:
         return self.factors[self.factor_of(cell)][cell]
 
     def level_name(self, cell: str) -> str:
-        return "+".join(self.combine) if cell == COMBINED else cell
+        return LEVELS_JOIN.join(self.combine) if cell == COMBINED else cell
+
+
+LEVELS_JOIN = "+"  # the combined cell's level name joins the levels it runs ("epochs10+adamw"): its runs' tags and exports hold it
+
+
+def levels_of(cell: str, level: str) -> tuple[str, ...]:
+    """The levels a cell runs, from its level name (the one reader of what `StudyConfig.level_name` writes)."""
+    return tuple(level.split(LEVELS_JOIN)) if cell == COMBINED else (level,)
 
 
 def _level(study: str | None, factor: str, name: str, spec) -> Level:

@@ -2,6 +2,7 @@
 
 import ast
 from pathlib import Path
+from types import SimpleNamespace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 from fmnist import ledger
 from fmnist.ledger import JobLine, RunFacts, SweepFacts, Trial
 from fmnist.sequential import SeedsDesign
-from fmnist.study import Choice, Reading, StudyRecord
+from fmnist.study import Choice, Reading, StudyConfig, StudyRecord, levels_of
 
 ROOT = Path(__file__).resolve().parent.parent
 # Values a tag can carry: MLflow keeps them as text, so anything printable (empty text is what "unset" reads as).
@@ -88,3 +89,20 @@ def test_no_filter_string_is_built_outside_tracking():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and ("tags.`" in node.value or "attributes." in node.value):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not found, f"MLflow filter strings outside fmnist/tracking.py: {found}"
+
+
+def test_the_combined_cells_level_name_is_written_and_read_in_one_place():
+    """`StudyConfig.level_name` joins the combined cell's levels and `levels_of` splits them; nothing else joins, splits or
+    replaces a "+"."""
+    def plus(node) -> bool:
+        return isinstance(node, ast.Constant) and node.value == "+"
+
+    found = []
+    for path in [*ROOT.glob("fmnist/**/*.py"), *ROOT.glob("hydra_plugins/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("join", "split", "replace")
+                    and (plus(node.func.value) or any(map(plus, node.args))) and path.name != "study.py"):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, f"the combined cell's '+' spelled outside fmnist/study.py: {found}"
+    assert levels_of("combined", StudyConfig.level_name(SimpleNamespace(combine=["epochs10", "adamw"]), "combined")) == ("epochs10", "adamw")
+    assert levels_of("epochs10", "epochs10") == ("epochs10",)

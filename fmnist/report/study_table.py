@@ -10,7 +10,7 @@ from fmnist.evidence import CellRuns, Evidence, comparison, evidence, paired
 from fmnist.report.render import latex_table, markdown_table, write_csv
 from fmnist.results import Result, Studied
 from fmnist.sequential import DECIDED, MOST_SEEDS, Decision, SeedsDesign, decide
-from fmnist.study import BASELINE, COMBINED, command_line
+from fmnist.study import BASELINE, COMBINED, command_line, levels_of
 
 ALPHA, MIN_SEEDS = stats.ALPHA, stats.MIN_SEEDS
 
@@ -111,7 +111,7 @@ def rows(ev: Evidence) -> list[Row]:
 def display(row: Row, sequential: bool) -> list[str]:
     note = row.note
     if row.cell == COMBINED:
-        note = "; ".join(filter(None, [f"ran {row.level.replace('+', ' + ')}", note]))
+        note = "; ".join(filter(None, [f"ran {' + '.join(levels_of(row.cell, row.level))}", note]))
     if row.verdict == "too few seeds" and row.mcnemar_p:
         note = "; ".join(filter(None, [f"McNemar p per seed (test-set sampling only): {', '.join(_p(p) for p in row.mcnemar_p)}", note]))
     if row.reason and row.verdict not in ("better", "worse"):
@@ -212,7 +212,7 @@ def secondary(ev: Evidence) -> list[Row]:
     pairs = []
     combined = ev.cells.get(COMBINED)
     if combined is not None:
-        parts = [ev.cells[c] for c in combined.level.split("+") if c in ev.cells]
+        parts = [ev.cells[c] for c in combined.levels if c in ev.cells]
         if parts:
             best = max(parts, key=lambda c: stats.mean_std([r.val_acc for r in c.by_seed.values()])[0])
             pairs.append((best, combined, f"combined vs {best.cell} (its best part on validation)"))
@@ -282,8 +282,8 @@ def choice_section(ev: Evidence, strict: bool) -> str:
         run_on = ev.cells[BASELINE].seeds()
         lines.append(f"The combined cell ({' + '.join(chosen)}):\n\n    {command_line(ev.record.command, run_on, combine=chosen)}\n")
     elif chosen:
-        lines.append(f"The combined cell ran {ran.level.replace('+', ' + ')}.\n")
-        if sorted(ran.level.split("+")) != sorted(chosen):
+        lines.append(f"The combined cell ran {' + '.join(ran.levels)}.\n")
+        if sorted(ran.levels) != sorted(chosen):
             lines.append(f"That is not the combination chosen here ({' + '.join(chosen)}).\n")
     else:
         lines.append("No level beat the baseline on validation: the combination is the baseline itself.\n")
@@ -320,7 +320,7 @@ def next_stage_section(ev: Evidence, owed: str | None = None) -> str:
         lacking = tuple(s for s in seeds if any(s not in ev.cells[name].by_seed for name in group))
         if lacking:
             commands.setdefault(lacking, []).extend(c for c in group if c not in commands.get(lacking, []))
-    combine = ev.cells[COMBINED].level.split("+") if COMBINED in ev.cells else ev.combination
+    combine = list(ev.cells[COMBINED].levels) if COMBINED in ev.cells else ev.combination
     have = set(ev.cells[COMBINED].by_seed) if COMBINED in ev.cells else set()
     combined_seeds = [s for s in wanted.get(COMBINED, []) if s not in have] if combine else []
     stage = outcome.stages_done + 1

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fmnist.errors import UserError
+from fmnist.study import COMBINED, levels_of
 
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN = "<!-- results: written by `python -m fmnist.report.summary --readme docs/results.md` from the committed tables; do not edit -->"
@@ -124,11 +125,11 @@ def claims(tables: dict[str, list[Cell]], study_file: Path) -> str:
                 found = next((c for c in tables[m] if c["cell"] == name and not c.secondary), None)
                 row.append("—" if found is None else f"{found['verdict']}: {found.number('diff', True)}" + (f" (stage {found['stage']})" if found["stage"] else ""))
             lines.append("| " + " | ".join(row) + " |")
-    combined = [next((c for c in tables[m] if c["cell"] == "combined"), None) for m in models]
+    combined = [next((c for c in tables[m] if c["cell"] == COMBINED), None) for m in models]
     row = [f"combined ({' + '.join(study.choice.levels)}: {study.choice.reference_acc - base:+.2f})".replace("-", "−")]
     for c in combined:
         row.append("not run (validation chose no combination of two or more levels)" if c is None else
-                   f"{c['level'].replace('+', ' + ')}: {c['verdict']}, {c.number('diff', True)}" + (f" (stage {c['stage']})" if c["stage"] else ""))
+                   f"{' + '.join(levels_of(COMBINED, c['level']))}: {c['verdict']}, {c.number('diff', True)}" + (f" (stage {c['stage']})" if c["stage"] else ""))
     lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

@@ -383,7 +383,7 @@ class StudySweeper(FmnistSweeper):
         chosen = ev.combination
         ran = ev.cells.get(COMBINED)
         if ran is not None:
-            chosen = ran.level.split("+")  # the combination was chosen once, on the first stage
+            chosen = list(ran.levels)  # the combination was chosen once, on the first stage
         combined = replace(study, combine=chosen)
         planned, _ = self._plan(combined, t.combo)
         have = set(ran.by_seed) if ran is not None else set()
