@@ -7,6 +7,7 @@ there is a network). `python -m fmnist.data` finds (or fetches) and checks them.
 
 import gzip
 import hashlib
+import math
 import os
 import sys
 import urllib.request
@@ -99,7 +100,7 @@ def parse_idx(raw: bytes, path: Path) -> torch.Tensor:
     if len(raw) < header:
         raise DataError(f"{path} is truncated: its header is cut off")
     shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + _product(shape)
+    expected = header + math.prod(shape)
     if len(raw) != expected:
         raise DataError(f"{path} holds {len(raw) - header} data bytes but its header {shape} needs {expected - header}")
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
@@ -113,13 +114,6 @@ def _read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         raise DataError(f"cannot read {path}: {err}; delete it and fetch it again") from err
-
-
-def _product(shape: list[int]) -> int:
-    n = 1
-    for side in shape:
-        n *= side
-    return n
 
 
 def find_file(root: Path, name: str) -> Path | None:

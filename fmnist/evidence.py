@@ -116,7 +116,7 @@ def choose(cells: dict[str, CellRuns], factors: list[str], strict: bool, seeds: 
         gains[factor] = sum(diffs) / len(diffs)
         if len(common) >= stats.MIN_SEEDS:
             tests[factor] = stats.paired_t(diffs, 1.0).p
-    p_holm = dict(zip(tests, stats.holm(list(tests.values()))))
+    p_holm = dict(zip(tests, stats.holm(list(tests.values())).tolist()))
     picks = []
     for factor, level in best.items():
         helped = gains[factor] > 0 and (not strict or p_holm.get(factor, 1.0) < stats.ALPHA)

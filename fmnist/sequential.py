@@ -176,13 +176,15 @@ def _cached(key: dict, draws: int, compute) -> NullDistribution:
     return made
 
 
-def efficacy_null(looks: tuple[int, ...], bounds: tuple[float, ...] | None) -> NullDistribution:
+def _with_draws(make):
+    """`make(*args, draws)`, cached, called with NULL_DRAWS as it is at the call (tests lower it)."""
+    cached = functools.cache(make)
+    return functools.wraps(make)(lambda *args: cached(*args, NULL_DRAWS))
+
+
+@_with_draws
+def efficacy_null(looks: tuple[int, ...], bounds: tuple[float, ...] | None, draws: int) -> NullDistribution:
     """The weighted minimum two-sided p over the looks a null path takes, stopped where |t| < bounds (None: never)."""
-    return _efficacy_null(looks, bounds, NULL_DRAWS)
-
-
-@functools.cache
-def _efficacy_null(looks: tuple[int, ...], bounds: tuple[float, ...] | None, draws: int) -> NullDistribution:
     def compute() -> NullDistribution:
         w, found = weights(looks), []
         for t in _t_paths(looks, 0.0, draws, NULL_SEED):
@@ -198,13 +200,9 @@ def _efficacy_null(looks: tuple[int, ...], bounds: tuple[float, ...] | None, dra
                    draws, compute)
 
 
-def tost_null(looks: tuple[int, ...]) -> NullDistribution:
+@_with_draws
+def tost_null(looks: tuple[int, ...], draws: int) -> NullDistribution:
     """The weighted minimum one-sided p over every look (TOST's null at the margin), no stops."""
-    return _tost_null(looks, NULL_DRAWS)
-
-
-@functools.cache
-def _tost_null(looks: tuple[int, ...], draws: int) -> NullDistribution:
     def compute() -> NullDistribution:
         w, found = weights(looks), []
         for t in _t_paths(looks, 0.0, draws, NULL_SEED + 1):
@@ -227,13 +225,9 @@ def conditional_power(t: float, n: int, looks: tuple[int, ...], theta: float, z_
     return float(scipy_stats.norm.cdf((abs(t) * math.sqrt(n) + theta * (big - n) - z_final * math.sqrt(big)) / math.sqrt(big - n)))
 
 
-def futility_bounds(looks: tuple[int, ...], theta: float, cells: int, alpha: float = ALPHA) -> tuple[float, ...]:
+@_with_draws
+def futility_bounds(looks: tuple[int, ...], theta: float, cells: int, alpha: float, draws: int) -> tuple[float, ...]:
     """Per look, the |t| below which a cell stops for futility (the last look: 0, it ends there anyway)."""
-    return _futility_bounds(looks, theta, cells, alpha, NULL_DRAWS)
-
-
-@functools.cache
-def _futility_bounds(looks: tuple[int, ...], theta: float, cells: int, alpha: float, draws: int) -> tuple[float, ...]:
     big, k_last = looks[-1], len(looks) - 1
     spent = np.zeros(len(looks))
     paths = np.concatenate(list(_t_paths(looks, theta, PLAN_DRAWS, PLAN_SEED)))
@@ -295,17 +289,6 @@ VERDICTS = ("open", "better", "worse", "equivalent", "identical", "futile", "und
 DECIDED = ("better", "worse", "equivalent", "identical")
 
 
-def holm(p: np.ndarray) -> np.ndarray:
-    """Holm-adjusted p-values along the last axis."""
-    m = p.shape[-1]
-    order = np.argsort(p, axis=-1)
-    ranked = np.take_along_axis(p, order, axis=-1) * (m - np.arange(m))
-    adjusted = np.minimum(1.0, np.maximum.accumulate(ranked, axis=-1))
-    out = np.empty_like(adjusted)
-    np.put_along_axis(out, order, adjusted, axis=-1)
-    return out
-
-
 @dataclass
 class Replayed:
     """The rule's outcome per (table, cell), and how far each table got; `replay` fills it stage by stage."""
@@ -352,7 +335,7 @@ class Replayed:
     def test(self, rule: Rule, live: np.ndarray, efficacy: NullDistribution, tost: NullDistribution, stage: int) -> None:
         """Holm over the table on every cell's sequential p-values; a running cell is decided where they allow."""
         q, q_tost = efficacy.p_value(self.least), tost.p_value(self.least_tost)
-        for target, value in ((self.q, q), (self.q_holm, holm(q)), (self.q_tost, q_tost), (self.q_tost_holm, holm(q_tost))):
+        for target, value in ((self.q, q), (self.q_holm, stats.holm(q)), (self.q_tost, q_tost), (self.q_tost_holm, stats.holm(q_tost))):
             target[live] = value[live]
         candidates = self.running & live[:, None]
         equivalent = candidates & (self.q_tost_holm < rule.alpha)
@@ -488,10 +471,8 @@ class Outcome:
 
 def rci(diffs: list[float], nominal: float) -> tuple[float, float]:
     """The t interval at level 1 - nominal: a look's repeated confidence interval."""
-    n = len(diffs)
-    mean, sd = stats.mean_std(diffs)
-    half = scipy_stats.t.ppf(1 - nominal / 2, n - 1) * sd / math.sqrt(n)
-    return mean - half, mean + half
+    found = stats.paired_t(diffs, 0.0, 1 - nominal)
+    return found.ci_low, found.ci_high
 
 
 def seeds_for_effect(rule: Rule, sd: float, look: int, level: float) -> int | None:
@@ -515,11 +496,7 @@ def decide(comparisons: list[Comparison], design: SeedsDesign | None, margin: fl
     rule = Rule(design, effect, margin, len(comparisons), alpha)
     if not stopping:
         return _read_only(comparisons, rule)
-    width = max([1, *(len(c.diffs) for c in comparisons)])
-    diffs = np.full((1, len(comparisons), width), np.nan)
-    for i, c in enumerate(comparisons):
-        diffs[0, i, : len(c.diffs)] = c.diffs
-    have = np.array([len(c.diffs) for c in comparisons])
+    diffs, have = _one_table(comparisons)
     identical = np.array([[next((j for j, same in enumerate(c.identical) if not same), len(c.identical)) for c in comparisons]])
     planned = np.array([[c.planned for c in comparisons]])
     done = replay(rule, diffs, have, identical, np.array([c.lag for c in comparisons]), planned)
@@ -537,6 +514,15 @@ def decide(comparisons: list[Comparison], design: SeedsDesign | None, margin: fl
                 decisions[c.name] = Decision("identical", stages_done + 1, len(c.diffs), reason="the same prediction on every test image for every seed")
                 del next_looks[c.name]
     return Outcome(decisions, rule, stages_done, next_looks)
+
+
+def _one_table(comparisons: list[Comparison]) -> tuple[np.ndarray, np.ndarray]:
+    """The comparisons as one table for `replay`: (1, cells, seeds) differences, NaN past a cell's own, and its seeds."""
+    have = np.array([len(c.diffs) for c in comparisons])
+    diffs = np.full((1, len(comparisons), max(1, *have) if len(have) else 1), np.nan)
+    for i, c in enumerate(comparisons):
+        diffs[0, i, : len(c.diffs)] = c.diffs
+    return diffs, have
 
 
 def _decision(rule: Rule, done: Replayed, i: int, c: Comparison) -> Decision:
@@ -591,7 +577,7 @@ def _fixed(comparisons: list[Comparison], margin: float, effect: float, alpha: f
     """One look per cell at all its paired seeds: plain p, Holm, no stopping."""
     tested = [c for c in comparisons if len(c.diffs) >= stats.MIN_SEEDS and c.planned]
     plain = [stats.paired_t(c.diffs, margin) for c in tested]
-    q_holm, q_tost_holm = stats.holm([x.p for x in plain]), stats.holm([x.p_tost for x in plain])
+    q_holm, q_tost_holm = stats.holm([x.p for x in plain]).tolist(), stats.holm([x.p_tost for x in plain]).tolist()
     decisions = {}
     rejected = sum(h < alpha for h in q_holm)
     for c, x, qh, qth in zip(tested, plain, q_holm, q_tost_holm):
@@ -624,12 +610,8 @@ def _fixed_seeds(effect: float, sd: float, level: float) -> int | None:
 def _read_only(comparisons: list[Comparison], rule: Rule) -> Outcome:
     """Every look each comparison's seeds reach, the null without stops, Holm at each stage; verdicts only."""
     rule = replace(rule, stopping=False)
-    width = max([1, *(len(c.diffs) for c in comparisons)])
-    diffs = np.full((1, len(comparisons), width), np.nan)
-    for i, c in enumerate(comparisons):
-        diffs[0, i, : len(c.diffs)] = c.diffs
     zero = np.zeros(len(comparisons), int)
-    done = replay(rule, diffs, np.array([len(c.diffs) for c in comparisons]), zero[None, :], zero, wait=False)
+    done = replay(rule, *_one_table(comparisons), zero[None, :], zero, wait=False)
     decisions = {}
     for i, c in enumerate(comparisons):
         n, verdict = int(done.n[0, i]), VERDICTS[done.verdict[0, i]]

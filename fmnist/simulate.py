@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as scipy_stats
 
-from fmnist.stats import mcnemar_exact
+from fmnist.stats import holm, mcnemar_exact
 
 DIFFICULTY, CHURN, OFFSET = 2.5, 1.0, 3.4  # about 90% accuracy, ~4% of images flip between seeds
 IMAGES = 10_000
@@ -134,7 +134,7 @@ def operate_fixed(model: TableModel, seeds: int, tables: int, margin: float, rng
                   first: int = 0) -> Operating:
     """The fixed design: every cell `seeds` seeds, one paired t-test each, Holm; the same simulated tables as `operate`.
     A lagged (combined) cell chosen on the first `first` seeds runs the `seeds` after them, the baseline with it."""
-    from fmnist.sequential import BETTER, EQUIVALENT, WORSE, _look_stats, holm
+    from fmnist.sequential import BETTER, EQUIVALENT, WORSE, _look_stats
 
     diffs = model.draw(np.random.default_rng(rng_seed), tables, seeds)
     n = np.full(diffs.shape[:2], seeds)

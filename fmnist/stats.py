@@ -56,15 +56,13 @@ def paired_t(diffs: list[float], margin: float, level: float = 0.95) -> Paired:
     return Paired(n, mean, sd, mean - half, mean + half, float(p), float(max(p_above_lower, p_below_upper)))
 
 
-def holm(p_values: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values, in the order given (monotone, capped at 1)."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
+def holm(p) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values along the last axis, in the order given (monotone, capped at 1)."""
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(p, axis=-1)
+    ranked = np.take_along_axis(p, order, axis=-1) * (p.shape[-1] - np.arange(p.shape[-1]))
+    adjusted = np.empty_like(p)
+    np.put_along_axis(adjusted, order, np.minimum(1.0, np.maximum.accumulate(ranked, axis=-1)), axis=-1)
     return adjusted
 
 

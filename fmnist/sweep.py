@@ -69,7 +69,7 @@ class Sweep:
             finished = sum(1 for r in children if r.status == "FINISHED")
             reason = (f"its launch stopped without closing it (no heartbeat on {orphan.sweep.lease}); {finished} of its {len(children)} "
                       f"job run(s) had finished; the same command, launched again as sweep {self.facts.sweep_id}, closed it")
-            self.tracker.closing(orphan.run_id).fail(reason, killed=True)
+            self.tracker.handle(orphan.run_id).fail(reason, killed=True)
             log.warning(f"closed the parent run {orphan.run_id} of sweep {orphan.sweep.sweep_id}: {reason}")
         finally:
             theirs.release()
@@ -114,7 +114,7 @@ class Sweep:
             return
         try:
             if (self.tracker.get(run.run_id) or run).status == "RUNNING":
-                self.tracker.closing(run.run_id).fail(reason, killed=killed)
+                self.tracker.handle(run.run_id).fail(reason, killed=killed)
         finally:
             theirs.release()
 

@@ -377,10 +377,6 @@ class Tracker:
         """The sweeps' parent runs still RUNNING: a live launch's, or one whose launch died."""
         return [RunRecord.of(r) for r in self._search(f"{self._tag(ledger.PARENT, '1')} and attributes.status = 'RUNNING'")]
 
-    def closing(self, run_id: str) -> "TrackedRun":
-        """A run to close from another process (a dead launch's parent)."""
-        return TrackedRun(self.client, run_id)
-
     def parent(self, sweep_id: str) -> RunRecord | None:
         return next((r for r in reversed(self.parents()) if r.sweep and r.sweep.sweep_id == sweep_id), None)
 

@@ -66,8 +66,10 @@ def test_holm_worked_by_hand():
     # sorted 0.01, 0.02, 0.04 -> 3*0.01, 2*0.02, max(1*0.04, 0.04): 0.03, 0.04, 0.04; order kept.
     assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
     assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1 and monotone
-    assert holm([]) == []
-    assert holm([0.003]) == [0.003]
+    assert holm([]).tolist() == []
+    assert holm([0.003]).tolist() == [0.003]
+    table = holm([[0.04, 0.01], [0.5, 0.001]])  # row by row
+    assert table[0] == pytest.approx([0.04, 0.02]) and table[1] == pytest.approx([0.5, 0.002])
 
 
 # ----- the simulation: null studies with seed-level variation of the effect -----
