@@ -140,7 +140,7 @@ class Training:
         self.labels = data.test.labels.cpu()
         self.history: list[EpochResult] = []
         search = spec.settings.search
-        self.trial = TrialReporter(search) if search.trial is not None else None
+        self.trial = TrialReporter(search, spec.settings.schedule.epochs) if search.trial is not None else None
 
     def run(self, resume: checkpoint.Checkpoint | None) -> "float | TrialOutcome":
         p = self.parts
@@ -184,7 +184,7 @@ class Training:
         self.run_log.log_metrics(result.metrics(), step=result.epoch)
         self._milestone(result.epoch)
         if self.trial is not None:
-            self.trial.report(result.epoch, result.val_acc)  # raises Pruned when the pruner stops the trial
+            self.trial.report(result.epoch, result.val_acc, sum(h.seconds for h in self.history))  # raises Pruned to stop the trial
 
     def _log_missing_epochs(self) -> None:
         """After a resume: log the checkpointed epochs a kill kept from reaching the store."""

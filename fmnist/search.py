@@ -80,6 +80,7 @@ class SearchConfig:
     pruner: Pruner = field(default_factory=Pruner)
     confirm: Confirm = field(default_factory=Confirm)
     storage: str | None = None  # an Optuna storage URL without a password (else $FMNIST_OPTUNA_STORAGE); None: sqlite beside mlflow.db
+    trial_seconds: float | None = None  # a trial's budget of training seconds (its epochs, validation included): one projected past it is pruned
     trial: int | None = None  # set per job by the sweeper: the Optuna trial this run is
     study: str | None = None  # set per job by the sweeper: the Optuna study's name
 
@@ -91,6 +92,7 @@ class SearchConfig:
         for key, param in self.params.items():
             param.check(key)
         require(self.trials >= 1, f"search.trials must be >= 1, got {self.trials}")
+        require(self.trial_seconds is None or self.trial_seconds > 0, f"search.trial_seconds must be > 0 seconds or null, got {self.trial_seconds}")
         require(self.sampler.name in SAMPLERS, f"search.sampler.name must be one of {', '.join(SAMPLERS)}; got '{self.sampler.name}'")
         require(self.pruner.name in PRUNERS, f"search.pruner.name must be one of {', '.join(PRUNERS)}; got '{self.pruner.name}'")
         for part, key in ((self.sampler, "startup_trials"), (self.pruner, "startup_trials"), (self.pruner, "warmup_epochs")):
@@ -186,16 +188,23 @@ class Pruned(Exception):
 
 
 class TrialReporter:
-    """In the job: report each epoch's val/acc to the trial's Optuna study, and stop when the pruner says so."""
+    """In the job: report each epoch's val/acc to the trial's Optuna study, and stop when the pruner says so, or when the
+    trial's epochs would train past `search.trial_seconds` at the pace of those so far."""
 
-    def __init__(self, search: SearchConfig):
+    def __init__(self, search: SearchConfig, epochs: int):
         optuna = _optuna()
         storage = os.environ.get(STORAGE_ENV) or search.storage  # the sweeper exports it to its jobs
         study = optuna.load_study(study_name=search.study, storage=storage, pruner=pruner(search))
         trial_id = next(t._trial_id for t in study.get_trials(deepcopy=False) if t.number == search.trial)
         self.trial = optuna.trial.Trial(study, trial_id)
+        self.budget, self.epochs = search.trial_seconds, epochs
 
-    def report(self, epoch: int, value: float) -> None:
+    def report(self, epoch: int, value: float, seconds: float) -> None:
+        """`seconds`: the training seconds of the trial's epochs so far."""
         self.trial.report(value, epoch)
+        projected = seconds / epoch * self.epochs
+        if self.budget is not None and projected > self.budget:
+            raise Pruned(f"pruned after epoch {epoch}: its {self.epochs} epochs would train for about {projected:.0f} s, over "
+                         f"search.trial_seconds={self.budget:g}")
         if self.trial.should_prune():
             raise Pruned(f"pruned after epoch {epoch} (val/acc {value:.4f})")

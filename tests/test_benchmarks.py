@@ -1,5 +1,6 @@
 """The benchmark scripts run and report what they measured (speed itself is not asserted here)."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -62,21 +63,27 @@ def test_overhead_times_a_real_sweep_against_a_bare_process(tmp_path, real_data_
     assert "s per job**, the median of 2 round(s)" in text
 
 
-def test_time_to_accuracy_finds_the_first_epoch_at_each_threshold(tmp_path):
+def test_time_to_accuracy_finds_the_first_epoch_at_each_threshold_and_draws_the_curves(tmp_path):
     uri = store(tmp_path)
     tracker = Tracker(uri, "fast")
-    for seed, readings in enumerate([(0.90, 0.93, 0.94), (0.91, 0.92, 0.929)]):
-        run = tracker.start_run(f"seed {seed}", {"seed": seed}, RunFacts())
+    for seed, readings in enumerate([(0.90, 0.93, 0.945), (0.91, 0.92, 0.929)]):
+        run = tracker.start_run(f"seed {seed}", {"seed": seed, "precision": "bf16"}, RunFacts(processor="AVX512, native bf16"))
         for epoch, acc in enumerate(readings, start=1):
             run.log_metrics({"test/acc": acc}, step=epoch)
         run.finish()
     bench("time_to_accuracy.py", "--experiments", "fast", "--tracking-uri", uri, "--out", str(tmp_path), cwd=tmp_path)
     lines = (tmp_path / "time_to_accuracy.md").read_text().splitlines()
-    seed0 = next(line for line in lines if line.startswith("| 0 |"))
-    seed1 = next(line for line in lines if line.startswith("| 1 |"))
-    assert "(epoch 2)" in seed0.split("|")[3] and "(epoch 3)" in seed0.split("|")[4]
-    assert "(epoch 3)" in seed1.split("|")[3] and "not reached" in seed1.split("|")[4]
-    assert "(2/2 runs)" in lines[-1] and "(1/2 runs)" in lines[-1] and "nan" not in lines[-1]
+    assert "| seed | final test acc % | to 92.86% | to 94.00% | to 95.00% | run wall time |" in lines
+    seed0 = next(line for line in lines if line.startswith("| 0 |")).split("|")
+    seed1 = next(line for line in lines if line.startswith("| 1 |")).split("|")
+    assert "(epoch 2)" in seed0[3] and "(epoch 3)" in seed0[4] and "not reached" in seed0[5]
+    assert "(epoch 3)" in seed1[3] and "not reached" in seed1[4]
+    assert "(2/2 runs)" in lines[-1] and "(1/2 runs)" in lines[-1] and "(0/2)" in lines[-1] and "nan" not in lines[-1]
+    timelines = list(csv.DictReader((tmp_path / "time_to_accuracy.csv").open()))
+    assert [(r["seed"], r["epoch"], r["test acc"]) for r in timelines][:3] == [("0", "1", "0.9000"), ("0", "2", "0.9300"), ("0", "3", "0.9450")]
+    assert {(r["preset"], r["processor class"], r["precision"]) for r in timelines} == {("fast", "AVX512, native bf16", "bf16")}
+    bench("time_to_accuracy.py", "--figure", str(tmp_path / "curves.png"), "--timelines", str(tmp_path / "time_to_accuracy.csv"), cwd=tmp_path)
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow

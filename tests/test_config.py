@@ -7,6 +7,7 @@ from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from fmnist.config import Config, run_spec, validate
 from fmnist.errors import ConfigError
+from fmnist.search import as_overrides
 from tests.conftest import CONF_DIR, compose_config
 
 GROUPS = ("model", "transform", "loss", "optimizer", "schedule", "experiment")
@@ -30,6 +31,20 @@ def test_every_option_of_every_group_composes_and_validates(group, option):
     settings = validate(cfg)
     if group in ("model", "loss", "optimizer", "schedule"):
         assert getattr(settings, group).name == option
+
+
+SEARCHED_WITH = {"fast": ["experiment=fast"], "mlp_regularisation": ["model=mlp"]}  # the command each search file's header gives
+
+
+@pytest.mark.parametrize("name", options("search"))
+def test_every_search_composes_at_each_end_of_every_range_and_with_every_choice(name):
+    base = [f"search={name}", *SEARCHED_WITH[name]]
+    settings = validate(compose_config(base))
+    assert settings.search.name == name
+    for key, param in settings.search.params.items():
+        values = param.choices if param.type == "choice" else [int(param.low), int(param.high)] if param.type == "int" else [param.low, param.high]
+        for value in values:
+            validate(compose_config([*base, *as_overrides({key: value})]))
 
 
 def test_every_registered_name_has_a_config_file():

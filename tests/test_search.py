@@ -20,7 +20,7 @@ from fmnist import report
 from fmnist.data import DataConfig
 from fmnist.errors import ConfigError
 from fmnist.job import dataset
-from fmnist.search import Sampler, SearchConfig
+from fmnist.search import Pruned, Sampler, SearchConfig, TrialReporter
 from tests.conftest import cli, is_parent, runs_of, store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,3 +147,22 @@ def test_a_search_file_is_checked_in_one_sentence():
         SearchConfig(name="s", params={"lr": {"type": "float", "low": 0.1, "high": 1.0}}, storage="mysql+pymysql://u:secret@host/optuna")
     with pytest.raises(ConfigError, match="choose|must be one of"):
         SearchConfig(name="s", params={"t": {"type": "choice", "choices": ["a", "b"]}}, sampler=Sampler(name="grid"))
+    with pytest.raises(ConfigError, match="search.trial_seconds must be > 0 seconds or null, got 0"):
+        SearchConfig(name="s", params={"lr": {"type": "float", "low": 0.1, "high": 1.0}}, trial_seconds=0)
+
+
+def test_a_trial_projected_past_its_time_budget_is_pruned_and_one_within_it_goes_on(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="budget", storage=storage, direction="maximize")
+    trials = [optuna.load_study(study_name="budget", storage=storage).ask().number for _ in range(2)]
+
+    def reporter(trial: int) -> TrialReporter:
+        search = SearchConfig(name="s", params={"lr": {"type": "float", "low": 0.1, "high": 1.0}}, storage=storage, trial_seconds=100,
+                              study="budget", trial=trial)
+        return TrialReporter(search, epochs=4)
+
+    within, over = reporter(trials[0]), reporter(trials[1])
+    within.report(1, 0.8, 24.0)  # 4 epochs at 24 s: 96 s
+    within.report(2, 0.85, 50.0)  # at this pace 100 s: not past it
+    with pytest.raises(Pruned, match=r"pruned after epoch 1: its 4 epochs would train for about 104 s, over search.trial_seconds=100"):
+        over.report(1, 0.9, 26.0)  # the better score does not save it
