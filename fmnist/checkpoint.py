@@ -33,13 +33,14 @@ class Checkpoint:
     optimizer: dict
     generator: torch.Tensor  # state of the run's data/augmentation generator
     global_rng: torch.Tensor  # state of torch's global CPU generator (dropout draws from it)
+    averaged: dict | None = None  # the weight average's state (ema > 0); absent from checkpoints written before it
 
 
-def capture(run_id: str, fingerprint: str, history: list, model: nn.Module, optimizer, generator) -> Checkpoint:
+def capture(run_id: str, fingerprint: str, history: list, model: nn.Module, optimizer, generator, averaged: nn.Module | None = None) -> Checkpoint:
     """A checkpoint after the epochs in `history` (EpochResults)."""
     return Checkpoint(
         run_id, fingerprint, len(history), [asdict(r) for r in history], model.state_dict(), optimizer.state_dict(),
-        generator.get_state(), torch.get_rng_state(),
+        generator.get_state(), torch.get_rng_state(), averaged.state_dict() if averaged is not None else None,
     )
 
 
@@ -98,9 +99,14 @@ def load(path: Path) -> Checkpoint:
     return Checkpoint(**raw)
 
 
-def restore(checkpoint: Checkpoint, model: nn.Module, optimizer, generator) -> None:
-    """Put a run back where its checkpoint left it; CheckpointError if the checkpoint no longer fits the model or optimizer."""
+def restore(checkpoint: Checkpoint, model: nn.Module, optimizer, generator, averaged: nn.Module | None = None) -> None:
+    """Put a run back where its checkpoint left it; CheckpointError if the checkpoint no longer fits the model, optimizer or
+    weight average."""
     try:
+        if (averaged is None) != (checkpoint.averaged is None):
+            raise ValueError("one of them averages the weights (ema) and the other does not")
+        if averaged is not None:
+            averaged.load_state_dict(checkpoint.averaged)
         model.load_state_dict(checkpoint.model)
         optimizer.load_state_dict(checkpoint.optimizer)
         generator.set_state(checkpoint.generator)

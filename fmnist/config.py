@@ -60,6 +60,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 0
     batch_size: int = 128
+    ema: float = 0.0  # weight averaging: after each step the evaluated (and saved) copy moves 1 - ema of the way to the trained weights; 0: off
     device: str = "auto"  # auto: CUDA, then MPS, then CPU
     threads: int | None = None  # torch CPU threads; None: cores / parallel jobs (torch's default alone)
     precision: str = "fp32"  # fp32; bf16: autocast matmuls and convolutions to bfloat16; auto: bf16 where the device does it natively
@@ -76,6 +77,7 @@ class Config:
 
     def __post_init__(self):
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(0 <= self.ema < 1, f"ema must be in [0, 1) (0: no averaging; 0.999 averages over about 1000 steps), got {self.ema}")
         require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}; got '{self.device}'")
         require(self.threads is None or self.threads >= 1, f"threads must be >= 1 or null, got {self.threads}")
         require(self.lease_seconds >= 1, f"lease_seconds must be >= 1, got {self.lease_seconds}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from fmnist.data import Dataset, Split, batches
@@ -87,8 +88,10 @@ def train_epoch(
     progress: bool,
     precision: str = "fp32",
     between_steps: Callable[[], None] = lambda: None,
+    averaged: AveragedModel | None = None,
 ) -> tuple[float, float]:
-    """One pass over `split`; returns mean training loss and accuracy. `between_steps` may raise to stop it."""
+    """One pass over `split`; returns mean training loss and accuracy. `between_steps` may raise to stop it; `averaged`
+    (weight averaging) takes each step's weights."""
     model.train()
     steps = -(-len(split) // batch_size)
     loss_sum = torch.zeros((), device=split.labels.device)
@@ -103,6 +106,8 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         loss_sum += loss.detach() * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum()
         if (step + 1) % CHECK_EVERY == 0:
@@ -127,8 +132,10 @@ def fit(
     start_epoch: int = 1,
     precision: str = "fp32",
     between_steps: Callable[[], None] = lambda: None,
+    averaged: AveragedModel | None = None,
 ) -> list[EpochResult]:
     """Train epochs `start_epoch`..`epochs`, validating after each; `lr_at(epochs elapsed)` is the learning rate.
+    With `averaged` (an average of `model`'s weights over the steps), that average is what is validated.
 
     The rate is computed from the schedule at every step, never read back from the optimizer, so a
     run resumed at `start_epoch` (model, optimizer and generator restored) follows the same rates as
@@ -143,9 +150,9 @@ def fit(
     for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
         train_loss, train_acc = train_epoch(
-            model, optimizer, loss_fn, transform, data.train, batch_size, generator, set_lr, epoch, progress, precision, between_steps
+            model, optimizer, loss_fn, transform, data.train, batch_size, generator, set_lr, epoch, progress, precision, between_steps, averaged
         )
-        val = evaluate(model, data.val, transform, loss_fn, precision=precision)
+        val = evaluate(averaged or model, data.val, transform, loss_fn, precision=precision)
         result = EpochResult(epoch, train_loss, train_acc, val.loss, val.acc, time.perf_counter() - start)
         history.append(result)
         print(

@@ -16,6 +16,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NON_SEMANTIC = ("tracking", "device", "progress", "threads", "force", "checkpoint_dir", "data.root", "data.download", "exports",
                 "rerun_on_code_change", "lease_seconds", "allow_emulated_bf16", "launch")
 STUDY_SEMANTIC = ("study.readings", "study.test_at")
+# Settings added after runs were made, at the value those runs computed with: left out of the fingerprint there, so
+# earlier runs (and exports) still stand for the jobs they did.
+ADDED_LATER = {"ema": 0.0}
 # Within a cell, runs differ in their seed and in which cells they also stand for; nothing else.
 PER_RUN = ("seed", "study.readings")
 
@@ -46,7 +49,7 @@ def is_semantic(key: str) -> bool:
 
 def semantic_params(config: dict) -> dict[str, object]:
     """The resolved config (a plain nested dict), flattened, without the keys that do not change the computation."""
-    return {k: v for k, v in applied(flatten(config)).items() if is_semantic(k)}
+    return {k: v for k, v in applied(flatten(config)).items() if is_semantic(k) and not (k in ADDED_LATER and v == ADDED_LATER[k])}
 
 
 def applied(flat: dict[str, object]) -> dict[str, object]:

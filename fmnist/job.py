@@ -10,6 +10,7 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from fmnist import checkpoint
 from fmnist.artifacts import write_artifacts, write_predictions
@@ -76,7 +77,7 @@ def misfit(resume: checkpoint.Checkpoint, settings: Config, device: torch.device
     """Why a checkpoint cannot continue this code's run (its model or optimizer changed shape), or None if it fits."""
     try:
         parts = Parts.build(settings, device)
-        checkpoint.restore(resume, parts.model, parts.optimizer, parts.generator)
+        checkpoint.restore(resume, parts.model, parts.optimizer, parts.generator, parts.averaged)
     except checkpoint.CheckpointError as err:
         return str(err)
     return None
@@ -115,6 +116,16 @@ class Parts:
     loss_fn: object
     transform: BatchTransform
     generator: torch.Generator  # data order and augmentation
+    averaged: AveragedModel | None  # the weights' moving average (ema > 0): what is evaluated and saved
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        return self.averaged or self.net
+
+    @property
+    def saved(self) -> torch.nn.Module:
+        """The weights a run leaves (model.pt): the average where there is one."""
+        return self.averaged.module if self.averaged is not None else self.model
 
     @classmethod
     def build(cls, settings: Config, device: torch.device) -> "Parts":
@@ -128,6 +139,7 @@ class Parts:
             build_loss(settings.loss),
             build_transform(settings.transform),
             torch.Generator(device=device).manual_seed(settings.seed),
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema), use_buffers=True) if settings.ema else None,
         )
 
 
@@ -145,19 +157,19 @@ class Training:
     def run(self, resume: checkpoint.Checkpoint | None) -> "float | TrialOutcome":
         p = self.parts
         if resume:
-            checkpoint.restore(resume, p.model, p.optimizer, p.generator)
+            checkpoint.restore(resume, p.model, p.optimizer, p.generator, p.averaged)
             self.history = [EpochResult(**h) for h in resume.history]
             self._log_missing_epochs()
         fit(
             p.net, p.optimizer, p.loss_fn, learning_rate(self.settings.optimizer.lr, self.settings.schedule), p.transform,
             self.data, epochs=self.settings.schedule.epochs, batch_size=self.settings.batch_size, generator=p.generator,
             on_epoch=self._after_epoch, progress=self.settings.progress, start_epoch=len(self.history) + 1,
-            precision=self.settings.precision, between_steps=self.lease.between_steps,
+            precision=self.settings.precision, between_steps=self.lease.between_steps, averaged=p.averaged,
         )
         if self.trial is not None:  # a search's trial: the test set plays no part
             self.lease.check()
             with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as folder:
-                write_artifacts(Path(folder), self.values, self.history, None, self.labels, p.model)
+                write_artifacts(Path(folder), self.values, self.history, None, self.labels, p.saved)
                 self.run_log.log_artifacts(Path(folder))
             return TrialOutcome(self.settings.search.trial, "complete", self.run_log.run_id)
         test = self._test()
@@ -166,20 +178,20 @@ class Training:
         if len(self.history) not in self.run_log.logged_steps("test/acc"):  # a resumed run may have logged it before its kill
             self.run_log.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=len(self.history))
         with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as folder:
-            write_artifacts(Path(folder), self.values, self.history, test, self.labels, p.model)
+            write_artifacts(Path(folder), self.values, self.history, test, self.labels, p.saved)
             self.lease.check()
             self.run_log.log_artifacts(Path(folder))
         return test.acc
 
     def _test(self) -> Evaluation:
-        return evaluate(self.parts.net, self.data.test, self.parts.transform, self.parts.loss_fn, precision=self.settings.precision)
+        return evaluate(self.parts.evaluated, self.data.test, self.parts.transform, self.parts.loss_fn, precision=self.settings.precision)
 
     def _after_epoch(self, result: EpochResult) -> None:
         self.lease.check()  # another process took this job over: stop before writing anything
         self.history.append(result)
         p = self.parts
         # Checkpoint first, then log: after a kill, the checkpoint is never behind the logged metrics.
-        checkpoint.save(checkpoint.capture(self.run_log.run_id, self.fp, self.history, p.model, p.optimizer, p.generator), self.path)
+        checkpoint.save(checkpoint.capture(self.run_log.run_id, self.fp, self.history, p.model, p.optimizer, p.generator, p.averaged), self.path)
         self.lease.check()
         self.run_log.log_metrics(result.metrics(), step=result.epoch)
         self._milestone(result.epoch)

@@ -11,6 +11,7 @@ from fmnist.bookkeeping import Terminated
 from fmnist.config import RunSpec, run_spec
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
+from fmnist.identity import fingerprint
 from fmnist.job import Launch, train
 from fmnist.ledger import RunFacts
 from fmnist.optimizers import OPTIMIZERS
@@ -221,3 +222,31 @@ def test_a_store_that_cannot_answer_is_not_taken_for_a_missing_run(shared, monke
         train(tiny(shared, "outage", "schedule.epochs=2"), Launch([], "s", tmp_path))
     assert len(answered) == 2  # refused at the owner's look, where the checkpoint is judged
     assert list((root / "outage" / "checkpoints").glob("*.pt"))  # kept: the store could not say the run is gone
+
+
+def test_weight_averaging_is_what_is_validated_and_saved_and_resumes_bit_for_bit(shared, monkeypatch, tmp_path):
+    _, _, uri = shared
+    averaging = ["schedule.epochs=3", "ema=0.9"]
+    launch = Launch(averaging, "s", tmp_path)
+    train(tiny(shared, "ema-whole", *averaging), launch)
+    with monkeypatch.context() as patch:
+        stop_after(patch, 1)
+        with pytest.raises(Terminated):
+            train(tiny(shared, "ema-resumed", *averaging), launch)
+    train(tiny(shared, "ema-resumed", *averaging), launch)
+    train(tiny(shared, "ema-off", "schedule.epochs=3"), Launch(["schedule.epochs=3"], "s", tmp_path))
+    (whole,), (resumed,), (off,) = (runs_of(uri, f"ema-{name}")[1] for name in ("whole", "resumed", "off"))
+    for key in (*EPOCH_KEYS, "test/acc", "test/loss"):
+        assert history(uri, resumed, key) == history(uri, whole, key), key
+    assert history(uri, whole, "train/loss") == history(uri, off, "train/loss")  # the same training: the average only follows it
+    assert history(uri, whole, "val/loss") != history(uri, off, "val/loss")  # what is validated is the average
+    a, b, c = (weights(uri, run, tmp_path / name) for run, name in ((whole, "a"), (resumed, "b"), (off, "c")))
+    assert a.keys() == b.keys() == c.keys() and all(torch.equal(a[k], b[k]) for k in a)  # a plain model's weights, resumed exactly
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert whole.data.params["ema"] == "0.9"
+
+
+def test_a_setting_added_later_leaves_the_fingerprints_of_earlier_runs_alone_at_its_old_value(shared):
+    spec = tiny(shared, "fingerprints")
+    assert fingerprint({k: v for k, v in spec.values.items() if k != "ema"}) == spec.fingerprint  # a run made before `ema` existed
+    assert tiny(shared, "fingerprints", "ema=0.5").fingerprint != spec.fingerprint
