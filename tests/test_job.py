@@ -250,3 +250,17 @@ def test_a_setting_added_later_leaves_the_fingerprints_of_earlier_runs_alone_at_
     spec = tiny(shared, "fingerprints")
     assert fingerprint({k: v for k, v in spec.values.items() if k != "ema"}) == spec.fingerprint  # a run made before `ema` existed
     assert tiny(shared, "fingerprints", "ema=0.5").fingerprint != spec.fingerprint
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "experiment").glob("*.yaml")))
+def test_every_preset_trains_an_epoch_on_tiny_data(shared, tmp_path, preset):
+    root, data, uri = shared
+    narrow = ["model.channels=[4,8]"] if compose_config([f"experiment={preset}"]).model.name == "vgg" else []
+    spec = run_spec(compose_config([
+        f"experiment={preset}", *narrow, "schedule.epochs=1", "batch_size=16", "data.train_size=null", "data.test_size=null",
+        "data.val_size=16", "data.verify=false", f"data.root={data}", "progress=false", "threads=1", f"tracking.uri={uri}",
+        f"tracking.experiment=preset-{preset}", f"checkpoint_dir={root / preset}",
+    ]))
+    assert train(spec, Launch([f"experiment={preset}"], "s", tmp_path)) is not None
+    _, (run,) = runs_of(uri, f"preset-{preset}")
+    assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
