@@ -45,11 +45,11 @@ def server() -> str:
     return dict(line.split("=", 1) for line in env.read_text().split())["FMNIST_MLFLOW_SERVER"]
 
 
-def sweep(url: str, experiment: str, seeds: range, work: Path, tag: str, name: str) -> subprocess.Popen:
+def sweep(url: str, experiment: str, seeds: range, work: Path, tag: str, name: str, parallelism: int | None = None) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "fmnist.run", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
         "hydra.launcher.gpus_per_node=0", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=60",
-        f"hydra.launcher.array_parallelism={len(seeds)}", *TINY, f"seed=range({seeds.start},{seeds.stop})", f"tracking.uri={url}",
+        f"hydra.launcher.array_parallelism={parallelism or len(seeds)}", *TINY, f"seed=range({seeds.start},{seeds.stop})", f"tracking.uri={url}",
         f"tracking.experiment={experiment}", f"checkpoint_dir={work / 'checkpoints'}", f"hydra.sweep.dir={work / name}",
     ]
     log = (work / f"{name}.log").open("w")
@@ -143,6 +143,12 @@ def audit(client: MlflowClient, experiment: str, seeds: range) -> dict:
     }
 
 
+def raced(work: Path) -> int:
+    """Tasks of the racing pair that found their job's lease held by a live task of the other sweep, and waited for it."""
+    logs = [*work.glob("racer-*/.submitit/*/*_log.err")]
+    return sum("this copy waits for it to end" in log.read_text(errors="replace") for log in logs)
+
+
 def timed_report(url: str, experiment: str, work: Path) -> tuple[float, int]:
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "fmnist.report", "--tracking-uri", url, "--experiment", experiment, "--all",
@@ -158,6 +164,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--faults", type=float, default=0.05, help="share of jobs requeued, and the same share SIGKILLed")
     parser.add_argument("--race-jobs", type=int, default=None, help="jobs of each racing sweep (default: --jobs)")
+    parser.add_argument("--race-parallelism", type=int, default=1,
+                        help="tasks each racing sweep runs at once (default 1: on the 2-CPU local cluster the two arrays then run side "
+                             "by side, a task of each on every job at about the same moment; left to Slurm, the second array would "
+                             "wait for the first and only find its jobs finished)")
     parser.add_argument("--phases", default="faulted,race", help="faulted, race, or both (the racing pair's seeds follow the first's)")
     parser.add_argument("--experiment", default=None, help="the MLflow experiment (default: a new one); a later phase may reuse it")
     parser.add_argument("--seed", type=int, default=0)
@@ -180,10 +190,11 @@ def main(argv: list[str] | None = None) -> dict:
         faulted(args, url, experiment, first, work, client, figures, argv)
     if "race" in phases:
         start = time.perf_counter()
-        pair = [sweep(url, experiment, race, work, uuid.uuid4().hex, f"racer-{i}") for i in (1, 2)]
+        pair = [sweep(url, experiment, race, work, uuid.uuid4().hex, f"racer-{i}", args.race_parallelism) for i in (1, 2)]
         codes = [p.wait() for p in pair]
         wall = time.perf_counter() - start
-        figures["racing pair"] = {"exits": codes, "wall s": round(wall, 1), "jobs/min": round(len(race) / wall * 60, 1)}
+        figures["racing pair"] = {"exits": codes, "wall s": round(wall, 1), "jobs/min": round(len(race) / wall * 60, 1),
+                                  "array parallelism": args.race_parallelism, "jobs raced": raced(work)}
         figures["racing pair"] |= audit(client, experiment, race)
     seconds, rows = timed_report(url, experiment, work)
     figures["report"] = {"runs": rows, "seconds": round(seconds, 1)}
@@ -214,6 +225,16 @@ def processor() -> str:
     return f"{os.cpu_count()} cores, {kind}"
 
 
+def race_line(pair: dict | None) -> str:
+    if pair is None:
+        return ""
+    if "jobs raced" not in pair:  # a file written before the count
+        return "The racing pair: two identical sweeps launched at the same moment (how many of its jobs they met on was not counted)."
+    return (f"The racing pair: two identical sweeps launched at the same moment, each array {pair['array parallelism']} task(s) at a "
+            f"time; {pair['jobs raced']} of its {pair['jobs']} jobs were raced (a task found the other sweep's live task holding the "
+            "job, waited for it, then skipped the run it had finished).")
+
+
 def write(path: Path, figures: dict, argv: list[str]) -> None:
     argv = [a for a, before in zip(argv, [None, *argv]) if a != "--work" and before != "--work"]  # a scratch folder: not the result's
     rows = []
@@ -236,6 +257,8 @@ def write(path: Path, figures: dict, argv: list[str]) -> None:
         f"Faults planned in the first sweep: {figures['faulted sweep']['faults planned']}; delivered: "
         f"{figures['faulted sweep']['faults delivered']} (a fault whose task had already ended is missed)."
         if "faulted sweep" in figures else "This command ran the racing pair only, into the experiment of the faulted sweep.",
+        "",
+        race_line(figures.get("racing pair")),
         "",
         "Parent runs: " + "; ".join(f"{n}: {s}" for n, s in figures[phases[-1]]["parents"]) + ".",
         "",

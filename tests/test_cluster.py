@@ -215,8 +215,9 @@ def test_the_fault_benchmark_at_24_jobs_lands_every_job_once_and_the_racing_pair
         assert (f["landed once"], f["landed twice or more"], f["duplicated or missing epochs"]) == (jobs, 0, 0), f
         assert f["runs RUNNING"] == 0 and f["parents not FINISHED"] == 0, f
     assert figures["faulted sweep"]["exit"] == 0 and figures["racing pair"]["exits"] == [0, 0]
+    assert figures["racing pair"]["jobs raced"] >= 3, figures["racing pair"]  # side by side: the two really met on jobs
     delivered = figures["faulted sweep"]["faults delivered"]
     assert delivered.get("kill", 0) + delivered.get("requeue", 0) >= 2, delivered  # at least half of the 4 planned faults landed
     text = (tmp_path / "faults.md").read_text()
-    assert "| faulted sweep | 24/24 |" in text and "| racing pair | 12/12 |" in text
+    assert "| faulted sweep | 24/24 |" in text and "| racing pair | 12/12 |" in text and "each array 1 task(s) at a time" in text
     assert "python benchmarks/cluster_faults.py --jobs 24 --faults 0.1 --race-jobs 12 --out" in text and "--work" not in text
