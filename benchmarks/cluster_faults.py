@@ -256,7 +256,7 @@ def write(path: Path, figures: dict, argv: list[str]) -> None:
         "",
         f"Faults planned in the first sweep: {figures['faulted sweep']['faults planned']}; delivered: "
         f"{figures['faulted sweep']['faults delivered']} (a fault whose task had already ended is missed)."
-        if "faulted sweep" in figures else "This command ran the racing pair only, into the experiment of the faulted sweep.",
+        if "faulted sweep" in figures else f"This command ran the racing pair only (the seeds after a --jobs sweep's), into {figures['experiment']}.",
         "",
         race_line(figures.get("racing pair")),
         "",
