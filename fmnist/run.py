@@ -23,13 +23,13 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from fmnist.bookkeeping import Launch, Terminated
 from fmnist.config import OPTION_GROUPS, register_schema, run_spec
+from fmnist.credentials import credentials_from_environment, refuse_credentials
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
 from fmnist.job import train
 from fmnist.lease import LeaseLost
 from fmnist.study import override_key
 from fmnist.sweep import new_sweep_id
-from fmnist.tracking import credentials_from_environment, refuse_credentials
 
 
 def config_args(hydra_cfg) -> list[str]:

@@ -19,6 +19,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fmnist.credentials import credentials_from_environment, refuse_credentials
 from fmnist.errors import ConfigError, UserError
 from fmnist.report.runs_table import comparison_report
 from fmnist.report.search_table import from_store as search_from_store
@@ -27,7 +28,7 @@ from fmnist.report.select import select_runs, whole_studies
 from fmnist.report.study_table import Options, study_tables
 from fmnist.results import Studied, declared, export_files, read_export, with_tables, write_export
 from fmnist.study import StudyConfig
-from fmnist.tracking import Tracker, credentials_from_environment, refuse_credentials, resolve_uri
+from fmnist.tracking import Tracker, resolve_uri
 
 
 def safe_name(text: str) -> str:

@@ -187,7 +187,7 @@ class SearchRunner:
                  f"as model fmnist-{self.search.name} version {version}")
 
     def _shown_storage(self) -> str:
-        from fmnist.tracking import without_credentials
+        from fmnist.credentials import without_credentials
 
         return without_credentials(self.storage) if "://" in self.storage else self.storage
 
