@@ -20,6 +20,7 @@ from fmnist import report
 from fmnist.data import DataConfig
 from fmnist.errors import ConfigError
 from fmnist.job import dataset
+from fmnist.report.search_table import Searched, Trial, param_importances
 from fmnist.search import Pruned, Sampler, SearchConfig, TrialReporter
 from tests.conftest import cli, is_parent, runs_of, store
 
@@ -166,3 +167,12 @@ def test_a_trial_projected_past_its_time_budget_is_pruned_and_one_within_it_goes
     within.report(2, 0.85, 50.0)  # at this pace 100 s: not past it
     with pytest.raises(Pruned, match=r"pruned after epoch 1: its 4 epochs would train for about 104 s, over search.trial_seconds=100"):
         over.report(1, 0.9, 26.0)  # the better score does not save it
+
+
+def test_importances_read_int_and_list_choices_from_the_override_text_a_trial_keeps():
+    space = {"batch_size": {"type": "choice", "choices": [128, 256], "log": False},
+             "optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+    trials = [Trial(i, "COMPLETE", {"batch_size": str(b), "optimizer.lr": repr(lr)}, [0.9 + lr], f"r{i}")
+              for i, (b, lr) in enumerate([(128, 0.001), (256, 0.002), (128, 0.005), (256, 0.009)])]
+    found = param_importances(Searched("s", space, trials))
+    assert set(found) == {"batch_size", "optimizer.lr"} and found["optimizer.lr"] > found["batch_size"]

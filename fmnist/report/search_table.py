@@ -115,6 +115,11 @@ def _short(value: str) -> str:
         return value
 
 
+def _choice(choices, value):
+    """The choice a trial's recorded value stands for: values are kept as override text (`128`), choices as typed (128)."""
+    return next((c for c in choices if c == value or str(c) == str(value)), value)
+
+
 def param_importances(searched: Searched) -> dict[str, float]:
     """fANOVA importances over the completed trials, from an Optuna study rebuilt in memory (the search's storage is not needed)."""
     import optuna
@@ -132,8 +137,8 @@ def param_importances(searched: Searched) -> dict[str, float]:
     for t in searched.trials:
         if t.state != "COMPLETE" or not t.curve or any(key not in t.values for key in distributions):
             continue
-        params = {key: t.values[key] if isinstance(d, optuna.distributions.CategoricalDistribution) else type(d.low)(float(t.values[key]))
-                  for key, d in distributions.items()}
+        params = {key: _choice(d.choices, t.values[key]) if isinstance(d, optuna.distributions.CategoricalDistribution)
+                  else type(d.low)(float(t.values[key])) for key, d in distributions.items()}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=t.curve[-1]))
     if len(study.trials) < 2 or not distributions:
         return {}
