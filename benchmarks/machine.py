@@ -3,12 +3,13 @@
 import os
 import platform
 import subprocess
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from fmnist.device import cpu_facts
+from fmnist.device import CAPS, cpu_facts
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "bench"
 
@@ -21,7 +22,7 @@ def cpu_name() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), "unknown CPU")
 
 
-FORCING = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")  # hold torch's kernels below what the CPU can do
+FORCING = CAPS  # hold torch's kernels below what the CPU can do
 
 
 def processor_class() -> str:
@@ -29,7 +30,7 @@ def processor_class() -> str:
 
     When the environment holds torch below the hardware (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY), it says so.
     """
-    facts = cpu_facts()
+    facts = replace(cpu_facts(), capped="")  # said here at more length, with the hardware underneath
     forced = [f"{name}={os.environ[name]}" for name in FORCING if os.environ.get(name)]
     held = f" (code paths held there by {' '.join(forced)} on a CPU that has {hardware_class()})" if forced else ""
     return f"{facts.describe()}{held}"

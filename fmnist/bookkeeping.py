@@ -171,7 +171,7 @@ class Bookkeeping:
         requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
         self.lease = Lease(folder / f"{self.job.fingerprint}.lease", stale_after=settings.lease_seconds,
                            wait=settings.lease_seconds + 5 if requeued else 0)
-        self.exports = [Path(launch.base_dir, p) for p in settings.exports]
+        self.exports = [Path(launch.base_dir, p) for p in settings.exports if p.endswith(".csv")]  # run exports: finished runs
         self.parent = self.tracker.handle(launch.parent_run_id) if launch.parent_run_id and launch.job_num is not None else None
         self.facts = identity_facts(spec, launch, self.job)
         self.name = name_of(launch, settings)

@@ -60,7 +60,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 0
     batch_size: int = 128
-    ema: float = 0.0  # weight averaging: after each step the evaluated (and saved) copy moves 1 - ema of the way to the trained weights; 0: off
+    ema: float = 0.0  # weight averaging: after each step the evaluated (and saved) copy moves 1 - ema of the way to the trained weights (less ema early: job.warmed_ema); 0: off
     device: str = "auto"  # auto: CUDA, then MPS, then CPU
     threads: int | None = None  # torch CPU threads; None: cores / parallel jobs (torch's default alone)
     precision: str = "fp32"  # fp32; bf16: autocast matmuls and convolutions to bfloat16; auto: bf16 where the device does it natively
@@ -69,7 +69,8 @@ class Config:
     progress: bool = True  # per-batch progress bar (only on a terminal)
     force: bool = False  # train even if an identical run already finished (no skip, no resume)
     checkpoint_dir: str = "checkpoints"  # per-epoch checkpoints of unfinished runs; relative to the launch folder
-    exports: list[str] = field(default_factory=list)  # run exports (.csv) whose runs count as finished: skipped here too
+    exports: list[str] = field(default_factory=list)  # run exports (.csv): their runs count as finished, skipped here too; a
+    # search's trials export (<name>_trials.json): a new Optuna study of that search learns its trials first
     rerun_on_code_change: bool = False  # a finished run made by another git commit does not count as done
     lease_seconds: float = 60.0  # a job whose owner has not renewed its lease for this long is taken over
     allow_emulated_bf16: bool = False  # let a study sweep run in bf16 on a CPU that only emulates it (several times slower)
@@ -81,6 +82,8 @@ class Config:
         require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}; got '{self.device}'")
         require(self.threads is None or self.threads >= 1, f"threads must be >= 1 or null, got {self.threads}")
         require(self.lease_seconds >= 1, f"lease_seconds must be >= 1, got {self.lease_seconds}")
+        odd = [e for e in self.exports if not e.endswith((".csv", "_trials.json"))]
+        require(not odd, f"exports takes run exports (.csv) and searches' trials exports (_trials.json), not {', '.join(odd)}")
         require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'")
         late = [e for e in [*self.study.test_at, *self.study.readings.values()] if e > self.schedule.epochs]
         require(not late, f"study readings or test_at at epochs {late} lie beyond schedule.epochs={self.schedule.epochs}")

@@ -15,6 +15,7 @@ import torch
 from fmnist.errors import ConfigError
 
 BF16_ENV = "FMNIST_CPU_BF16"
+CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")  # how a newer CPU is held to an older class's kernels
 
 
 def pick_device(requested: str) -> torch.device:
@@ -32,24 +33,26 @@ class CpuFacts:
 
     capability: str  # torch.backends.cpu.get_cpu_capability(): AVX512, AVX2, ...
     native_bf16: bool
+    capped: str = ""  # the variables holding the kernels below the hardware (an older class emulated on a newer CPU)
 
     def describe(self) -> str:
         bf16 = "native bf16" if self.native_bf16 else "bf16 emulated"
-        return f"{self.capability}, {bf16}"
+        return f"{self.capability}, {bf16}" + (f" (kernels capped: {self.capped})" if self.capped else "")
 
 
 def cpu_facts() -> CpuFacts:
     capability = torch.backends.cpu.get_cpu_capability()
+    capped = " ".join(f"{name}={os.environ[name]}" for name in CAPS if os.environ.get(name))
     forced = os.environ.get(BF16_ENV)
     if forced in ("0", "1"):
-        return CpuFacts(capability, forced == "1")
+        return CpuFacts(capability, forced == "1", capped)
     try:
         hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
         # oneDNN may be held below the hardware (ONEDNN_MAX_CPU_ISA); then it emulates bf16 too.
         allowed = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without these checks or without oneDNN
         hardware = allowed = False
-    return CpuFacts(capability, bool(hardware and allowed))
+    return CpuFacts(capability, bool(hardware and allowed), capped)
 
 
 @dataclass(frozen=True)

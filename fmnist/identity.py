@@ -18,7 +18,8 @@ NON_SEMANTIC = ("tracking", "device", "progress", "threads", "force", "checkpoin
 STUDY_SEMANTIC = ("study.readings", "study.test_at")
 # Settings added after runs were made, at the value those runs computed with: left out of the fingerprint there, so
 # earlier runs (and exports) still stand for the jobs they did.
-ADDED_LATER = {"ema": 0.0}
+ADDED_LATER = {"ema": 0.0, "model.first_convs": 2}
+ADDED_TO = {"model.first_convs": ("model.name", "vgg")}  # a setting added to one option: the runs it applies to
 # Within a cell, runs differ in their seed and in which cells they also stand for; nothing else.
 PER_RUN = ("seed", "study.readings")
 
@@ -50,6 +51,18 @@ def is_semantic(key: str) -> bool:
 def semantic_params(config: dict) -> dict[str, object]:
     """The resolved config (a plain nested dict), flattened, without the keys that do not change the computation."""
     return {k: v for k, v in applied(flatten(config)).items() if is_semantic(k) and not (k in ADDED_LATER and v == ADDED_LATER[k])}
+
+
+def as_computed(params: dict[str, str]) -> dict[str, str]:
+    """A run's params read back, with each setting added since it ran at the value it computed with: an old run and a new
+    one of the same settings read alike (a sweep's parent, which trains nothing, stays as it is)."""
+    def applies(key: str) -> bool:
+        if key in params or "model.name" not in params:
+            return False
+        option, value = ADDED_TO.get(key, (None, None))
+        return option is None or params.get(option) == value
+
+    return params | {k: str(v) for k, v in ADDED_LATER.items() if applies(k)}
 
 
 def applied(flat: dict[str, object]) -> dict[str, object]:

@@ -10,7 +10,7 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from fmnist import checkpoint
 from fmnist.artifacts import write_artifacts, write_predictions
@@ -106,6 +106,25 @@ def dataset(cfg: DataConfig) -> tuple[Dataset, list[tuple[str, str, str, int, st
     return _loaded[key]
 
 
+def warmed_ema(decay: float):
+    """AveragedModel's update for `ema=<decay>`, with the decay warmed up: min(decay, (1 + n) / (10 + n)) after n steps.
+
+    A fixed decay from the first step keeps the untrained start in the average for thousands of steps (0.998 still
+    holds 43% of it after an epoch of 420 steps); warmed up, the average follows the weights early and settles to
+    `decay` later (0.99 after about 900 steps, 0.998 after about 4,500).
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], steps: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():  # batch norm's step counters: the trained copy's
+            torch._foreach_copy_(averaged, current)
+            return
+        n = steps.item()
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+
+    return update
+
+
 @dataclass
 class Parts:
     """What a run trains: everything that drives training is here, and in its checkpoint."""
@@ -139,7 +158,7 @@ class Parts:
             build_loss(settings.loss),
             build_transform(settings.transform),
             torch.Generator(device=device).manual_seed(settings.seed),
-            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema), use_buffers=True) if settings.ema else None,
+            AveragedModel(model, multi_avg_fn=warmed_ema(settings.ema), use_buffers=True) if settings.ema else None,
         )
 
 
@@ -166,22 +185,17 @@ class Training:
             on_epoch=self._after_epoch, progress=self.settings.progress, start_epoch=len(self.history) + 1,
             precision=self.settings.precision, between_steps=self.lease.between_steps, averaged=p.averaged,
         )
-        if self.trial is not None:  # a search's trial: the test set plays no part
-            self.lease.check()
-            with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as folder:
-                write_artifacts(Path(folder), self.values, self.history, None, self.labels, p.saved)
-                self.run_log.log_artifacts(Path(folder))
-            return TrialOutcome(self.settings.search.trial, "complete", self.run_log.run_id)
-        test = self._test()
-        say(f"test/loss {test.loss:.4f}  test/acc {test.acc:.4f}")
+        test = None if self.trial is not None else self._test()  # a search's trial: the test set plays no part
         self.lease.check()  # a copy that lost the job writes nothing more
-        if len(self.history) not in self.run_log.logged_steps("test/acc"):  # a resumed run may have logged it before its kill
-            self.run_log.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=len(self.history))
+        if test is not None:
+            say(f"test/loss {test.loss:.4f}  test/acc {test.acc:.4f}")
+            if len(self.history) not in self.run_log.logged_steps("test/acc"):  # a resumed run may have logged it before its kill
+                self.run_log.log_metrics({"test/loss": test.loss, "test/acc": test.acc}, step=len(self.history))
         with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as folder:
             write_artifacts(Path(folder), self.values, self.history, test, self.labels, p.saved)
             self.lease.check()
             self.run_log.log_artifacts(Path(folder))
-        return test.acc
+        return test.acc if test is not None else TrialOutcome(self.settings.search.trial, "complete", self.run_log.run_id)
 
     def _test(self) -> Evaluation:
         return evaluate(self.parts.evaluated, self.data.test, self.parts.transform, self.parts.loss_fn, precision=self.settings.precision)

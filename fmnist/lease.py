@@ -111,25 +111,24 @@ class Lease:
 
     def _write_new(self, generation: int, holder: Holder | None = None) -> bool:
         """Create `generation`'s file with this holder (or `holder`) in it, whole; False if it already exists."""
+        return self._put(generation, holder or self.me, os.link)
+
+    def _renew(self) -> None:
+        self.me.beat += 1
+        self._put(self.generation, self.me, os.replace)
+        self.renewed = time.monotonic()
+
+    def _put(self, generation: int, holder: Holder, place) -> bool:
+        """Write `holder` under a name of its own, then `place` it (link: only if new; replace: whole, over the old)."""
         temporary = self.path.with_name(f"{self.path.name}.{self.me.token}.partial")
         try:
-            temporary.write_text(json.dumps(asdict(holder or self.me)))
-            os.link(temporary, self._file(generation))
+            temporary.write_text(json.dumps(asdict(holder)))
+            place(temporary, self._file(generation))
             return True
         except FileExistsError:
             return False
         finally:
             temporary.unlink(missing_ok=True)  # a write that failed (a full disk) leaves nothing behind
-
-    def _renew(self) -> None:
-        self.me.beat += 1
-        temporary = self.path.with_name(f"{self.path.name}.{self.me.token}.partial")
-        try:
-            temporary.write_text(json.dumps(asdict(self.me)))
-            os.replace(temporary, self._file(self.generation))
-        finally:
-            temporary.unlink(missing_ok=True)
-        self.renewed = time.monotonic()
 
     def _still_mine(self) -> bool:
         found = self.generations()

@@ -24,10 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmnist.errors import ConfigError, require
+from fmnist.identity import is_semantic
 
 KINDS = ("float", "int", "choice")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "halving", "none")
+
+
+def confirmation_study(search: str) -> str:
+    """The study a search's winners are trained again in, on fresh seeds beside the baseline."""
+    return f"{search}-confirm"
 
 
 @dataclass
@@ -122,8 +128,11 @@ def storage_url(search: SearchConfig, tracking_uri: str) -> str:
 
 
 def study_name(search: SearchConfig, command: list[str]) -> str:
-    """The Optuna study of a search and its fixed settings (the command line, seeds aside): the same command continues it."""
-    fixed = sorted(o for o in command if not o.split("=", 1)[0].lstrip("+~").startswith(("search.", "hydra")))
+    """The Optuna study of a search, its fixed settings (the command line's overrides that change what a trial computes) and
+    the experiment named on the command line, if one is: the same command continues it, wherever the store, checkpoints and
+    sweep folder are, and two experiments sharing one Optuna database never share a study."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in command]
+    fixed = sorted(o for o, key in zip(command, keys) if (is_semantic(key) and not key.startswith("hydra")) or key == "tracking.experiment")
     digest = hashlib.sha256(json.dumps([search.name, fixed, {k: vars(v) for k, v in sorted(search.params.items())}]).encode())
     return f"{search.name}-{digest.hexdigest()[:10]}"
 
@@ -148,6 +157,52 @@ def open_study(search: SearchConfig, storage: str, name: str):
                                 load_if_exists=True)
     study.set_metric_names([OBJECTIVE])  # the Optuna dashboard shows it by name, not as "Objective 0"
     return study
+
+
+def space_of(params: dict[str, Param]) -> dict[str, dict]:
+    """The searched parameters as a trial's run and a trials export record them (plain JSON values)."""
+    return json.loads(json.dumps({key: vars(p) for key, p in params.items()}))
+
+
+def distributions(space: dict[str, dict]) -> dict:
+    """Optuna's distribution of each parameter of a recorded space."""
+    optuna = _optuna()
+    made = {}
+    for key, p in space.items():
+        if p["type"] == "choice":
+            made[key] = optuna.distributions.CategoricalDistribution(p["choices"])
+        elif p["type"] == "int":
+            made[key] = optuna.distributions.IntDistribution(int(p["low"]), int(p["high"]), log=p["log"])
+        else:
+            made[key] = optuna.distributions.FloatDistribution(p["low"], p["high"], log=p["log"])
+    return made
+
+
+def as_params(values: dict[str, str], made: dict) -> dict | None:
+    """A trial's values as its overrides wrote them (`128`, `[flip,crop]`) as Optuna's params; None if one is missing."""
+    if any(key not in values for key in made):
+        return None
+    optuna = _optuna()
+    return {key: next((c for c in d.choices if str(c) == str(values[key])), values[key])
+            if isinstance(d, optuna.distributions.CategoricalDistribution) else type(d.low)(float(values[key])) for key, d in made.items()}
+
+
+def learn(study, earlier: dict, space: dict[str, dict]) -> bool:
+    """A new study takes trials finished elsewhere (a trials export's, by number) first, numbered as they were: TPE
+    models them, they count towards `trials`, the pruner compares against their curves, the confirmation may pick one.
+    One that did not end COMPLETE or PRUNED (or is missing) is taken as FAILED: its number is kept, a new trial asked in
+    its place. False where there is nothing to learn, or the study has trials already (it learned them before)."""
+    if study.get_trials(deepcopy=False) or not earlier:
+        return False
+    optuna, made = _optuna(), distributions(space)
+    States = optuna.trial.TrialState
+    for number in range(max(earlier) + 1):
+        t = earlier.get(number)
+        params = as_params(t.values, made) if t is not None and t.curve and t.state in ("COMPLETE", "PRUNED") else None
+        study.add_trial(optuna.trial.create_trial(state=States.FAIL) if params is None else optuna.trial.create_trial(
+            params=params, distributions=made, value=t.curve[-1] if t.state == "COMPLETE" else None, state=getattr(States, t.state),
+            intermediate_values=dict(enumerate(t.curve, 1)), user_attrs={RUN_ATTR: t.run_id}))
+    return True
 
 
 def pruner(search: SearchConfig):

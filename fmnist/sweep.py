@@ -46,7 +46,7 @@ class Sweep:
         lease (so no launch ever sees this parent without it), then the parents that dead launches of this command left."""
         if self.parent is None:
             self.lease.acquire()
-            for orphan in self.tracker.running_parents():
+            for orphan in self.tracker.parents(running=True):
                 if orphan.sweep and orphan.sweep.command == self.facts.command and orphan.sweep.sweep_id != self.facts.sweep_id:
                     self._close_if_dead(orphan)
             self.parent = self.tracker.open_parent(sweep_name(self.facts), self.facts)

@@ -26,6 +26,7 @@ from mlflow.utils.rest_utils import http_request, verify_rest_response
 from fmnist import ledger
 from fmnist.credentials import PASSWORD_ENV, USERNAME_ENV, without_credentials
 from fmnist.errors import NoSpace, UserError, no_space
+from fmnist.identity import as_computed
 from fmnist.ledger import JobLine, RunFacts, SweepFacts
 from fmnist.results import Result, Studied, predictions_digest
 
@@ -208,7 +209,7 @@ class RunRecord:
     @classmethod
     def of(cls, run) -> "RunRecord":
         tags = dict(run.data.tags)
-        return cls(run.info.run_id, run.info.run_name, run.info.status, dict(run.data.params), dict(run.data.metrics), run.info.start_time,
+        return cls(run.info.run_id, run.info.run_name, run.info.status, as_computed(dict(run.data.params)), dict(run.data.metrics), run.info.start_time,
                    RunFacts.from_tags(tags), SweepFacts.from_tags(tags), tuple(ledger.job_lines(tags)))
 
 
@@ -310,13 +311,10 @@ class Tracker:
         """The runs of a sweep's jobs: those its parent run holds."""
         return self.runs(self._tag(ledger.tag("parent_run_id"), parent_run_id))
 
-    def parents(self) -> list[RunRecord]:
-        """The sweeps' parent runs, oldest first."""
-        return [RunRecord.of(r) for r in self._search(self._tag(ledger.PARENT, "1"))]
-
-    def running_parents(self) -> list[RunRecord]:
-        """The sweeps' parent runs still RUNNING: a live launch's, or one whose launch died."""
-        return [RunRecord.of(r) for r in self._search(f"{self._tag(ledger.PARENT, '1')} and attributes.status = 'RUNNING'")]
+    def parents(self, running: bool = False) -> list[RunRecord]:
+        """The sweeps' parent runs, oldest first; `running`: only those still RUNNING (a live launch's, or a dead one's)."""
+        status = " and attributes.status = 'RUNNING'" if running else ""
+        return [RunRecord.of(r) for r in self._search(self._tag(ledger.PARENT, "1") + status)]
 
     def parent(self, sweep_id: str) -> RunRecord | None:
         return next((r for r in reversed(self.parents()) if r.sweep and r.sweep.sweep_id == sweep_id), None)

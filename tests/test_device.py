@@ -1,5 +1,9 @@
 """Device and precision: auto picks bf16 only where it is native, on either answer of the CPU check."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -30,6 +34,13 @@ def test_the_environment_can_give_either_answer(monkeypatch, value, native):
     facts = cpu_facts()
     assert facts.native_bf16 is native and facts.capability == torch.backends.cpu.get_cpu_capability()
     assert facts.describe().endswith("native bf16" if native else "bf16 emulated")
+
+
+def test_a_run_on_capped_kernels_says_so_in_its_processor_class():
+    capped = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    said = subprocess.run([sys.executable, "-c", "from fmnist.device import cpu_facts; print(cpu_facts().describe())"],
+                          env=capped, capture_output=True, text=True, check=True).stdout.strip()
+    assert said.startswith("AVX2, bf16 emulated") and said.endswith("(kernels capped: ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)")
 
 
 def test_without_an_override_the_answer_follows_the_hardware_and_onednn(monkeypatch):

@@ -5,14 +5,15 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from torch.optim.swa_utils import AveragedModel
 
 from fmnist import job, ledger
 from fmnist.bookkeeping import Terminated
 from fmnist.config import RunSpec, run_spec
 from fmnist.engine import Diverged
 from fmnist.errors import UserError
-from fmnist.identity import fingerprint
-from fmnist.job import Launch, train
+from fmnist.identity import as_computed, fingerprint
+from fmnist.job import Launch, train, warmed_ema
 from fmnist.ledger import RunFacts
 from fmnist.optimizers import OPTIMIZERS
 from fmnist.schedules import SCHEDULES
@@ -250,6 +251,26 @@ def test_a_setting_added_later_leaves_the_fingerprints_of_earlier_runs_alone_at_
     spec = tiny(shared, "fingerprints")
     assert fingerprint({k: v for k, v in spec.values.items() if k != "ema"}) == spec.fingerprint  # a run made before `ema` existed
     assert tiny(shared, "fingerprints", "ema=0.5").fingerprint != spec.fingerprint
+    vgg = run_spec(compose_config(["model=vgg"]))
+    before = vgg.values | {"model": {k: v for k, v in vgg.values["model"].items() if k != "first_convs"}}
+    assert fingerprint(before) == vgg.fingerprint  # a VGG run made before `model.first_convs` existed
+    assert run_spec(compose_config(["model=vgg", "model.first_convs=1"])).fingerprint != vgg.fingerprint
+    # read back, an old run's params show the value it computed with, where the setting applies
+    assert as_computed({"model.name": "vgg"}) == {"model.name": "vgg", "model.first_convs": "2", "ema": "0.0"}
+    assert as_computed({"model.name": "mlp", "ema": "0.9"}) == {"model.name": "mlp", "ema": "0.9"}
+    assert as_computed({}) == {}  # a sweep's parent
+
+
+def test_test_set_evaluations_at_earlier_epochs_leave_the_training_unchanged(shared, tmp_path):
+    _, _, uri = shared
+    train(tiny(shared, "tested-at-end", "schedule.epochs=3"), Launch(["schedule.epochs=3"], "s", tmp_path))
+    train(tiny(shared, "tested-each-epoch", "schedule.epochs=3", "study.test_at=[1,2]"), Launch(["schedule.epochs=3"], "s", tmp_path))
+    (end,), (each,) = (runs_of(uri, name)[1] for name in ("tested-at-end", "tested-each-epoch"))
+    assert [step for step, _ in history(uri, each, "test/acc")] == [1, 2, 3] and len(history(uri, end, "test/acc")) == 1
+    for key in (*EPOCH_KEYS, "test/loss"):
+        assert history(uri, each, key)[-1] == history(uri, end, key)[-1], key
+    a, b = weights(uri, end, tmp_path / "a"), weights(uri, each, tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "experiment").glob("*.yaml")))
@@ -264,3 +285,17 @@ def test_every_preset_trains_an_epoch_on_tiny_data(shared, tmp_path, preset):
     assert train(spec, Launch([f"experiment={preset}"], "s", tmp_path)) is not None
     _, (run,) = runs_of(uri, f"preset-{preset}")
     assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+
+
+def test_the_weight_average_follows_the_weights_early_and_settles_to_its_decay():
+    model = torch.nn.Linear(1, 1, bias=False)
+    averaged = AveragedModel(model, multi_avg_fn=warmed_ema(0.99), use_buffers=True)
+    seen = []
+    for step in range(2000):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        averaged.update_parameters(model)
+        seen.append(averaged.module.weight.item())
+    assert seen[:2] == [0.0, pytest.approx(1 - 2 / 11)]  # a copy, then 1 - min(0.99, 2/11) of the way
+    assert seen[20] > 20 - 4  # early on it lags by about a tenth of the steps, not by 1/(1 - decay) = 100
+    assert 1999 - seen[-1] == pytest.approx(0.99 / 0.01, rel=0.02)  # settled: a fixed decay's lag on a ramp

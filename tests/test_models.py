@@ -34,6 +34,19 @@ def test_resnet18_resize_really_resizes_the_input():
     assert seen == [torch.Size([2, 1, 56, 56])]
 
 
+def test_vgg_first_convs_sets_the_conv_layers_at_full_resolution_only():
+    def convs_at_28(model):
+        seen = []
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.register_forward_hook(lambda m, inp, out: seen.append(out.shape[-1]))
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+        return seen
+
+    assert convs_at_28(build_model(VGGConfig(channels=[16, 32]))) == [28, 28, 14, 14]
+    assert convs_at_28(build_model(VGGConfig(channels=[16, 32], first_convs=1))) == [28, 14, 14]
+
+
 def test_mlp_hidden_widths_are_used():
     model = build_model(MLPConfig(hidden=[7, 5]))
     widths = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -48,6 +61,7 @@ def test_mlp_hidden_widths_are_used():
         (ResNet18Config, {"resize": 10}, "model.resize"),
         (MLPConfig, {"dropout": 1.0}, "model.dropout"),
         (VGGConfig, {"channels": [8] * 5}, "at most 4 stages"),
+        (VGGConfig, {"first_convs": 3}, "model.first_convs must be 1 or 2"),
     ],
 )
 def test_bad_model_values_are_refused(schema, kwargs, message):
@@ -57,7 +71,7 @@ def test_bad_model_values_are_refused(schema, kwargs, message):
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_each_model_has_only_its_own_settings(name):
-    others = {"mlp": {"hidden", "dropout"}, "vgg": {"channels", "dropout"}, "resnet18": {"stem", "resize", "trim_taps"}}
+    others = {"mlp": {"hidden", "dropout"}, "vgg": {"channels", "first_convs", "dropout"}, "resnet18": {"stem", "resize", "trim_taps"}}
     fields = set(MODELS.schema(name).__dataclass_fields__) - {"name"}
     assert fields == others[name]
 

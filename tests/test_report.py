@@ -43,6 +43,22 @@ def test_runs_that_differ_only_in_seed_are_pooled_into_mean_and_std(tmp_path):
     assert "Over seeds" in text and "did not finish (1)" in text  # the failed run is listed, not pooled
 
 
+def test_seeds_on_different_processor_classes_or_precisions_are_never_pooled(tmp_path):
+    uri = store(tmp_path)
+    tracker = Tracker(uri, "fmnist")
+    for seed, (processor, precision) in enumerate([("AVX512, native bf16", "bf16")] * 2 + [("AVX2, bf16 emulated", "fp32")] * 2):
+        run = tracker.start_run(f"seed={seed}", {"seed": seed, "precision": precision}, RunFacts(sweep_id="s1", processor=processor))
+        run.log_metrics({"val/acc": 0.9, "val/loss": 0.3, "epoch/seconds": 10.0 * (1 + seed)}, step=1)
+        run.log_metrics({"test/acc": 0.9, "test/loss": 0.3}, step=1)
+        run.finish()
+    report.main(["--tracking-uri", uri, "--out", str(tmp_path / "out"), "--name", "classes"])
+    rows = list(csv.DictReader((tmp_path / "out" / "classes.csv").open()))
+    assert [r["processor, precision"] for r in rows].count("AVX2, bf16 emulated, fp32") == 2  # each run says what its seconds were on
+    pooled = {r["processor, precision"]: r for r in csv.DictReader((tmp_path / "out" / "classes_seeds.csv").open())}
+    assert pooled["AVX512, native bf16, bf16"]["train seconds (mean)"] == "15.0" and pooled["AVX512, native bf16, bf16"]["n"] == "2"
+    assert pooled["AVX2, bf16 emulated, fp32"]["train seconds (mean)"] == "35.0"
+
+
 def test_no_seed_section_when_every_run_has_the_same_seed(tmp_path):
     uri = store(tmp_path)
     tracker = Tracker(uri, "fmnist")

@@ -49,7 +49,7 @@ def test_exports_hold_whole_seeds_from_one_commit_per_cell_and_name_their_design
     assert all(len(r.correct) == 10_000 for r in results)  # the full test set, every run
     commits = {}
     for r in results:
-        commits.setdefault((r.model, r.cell), set()).add(r.git_commit)
+        commits.setdefault((r.study, r.model, r.cell), set()).add(r.git_commit)  # two searches' confirmations: two baselines
     assert all(len(c) == 1 and "dirty" not in next(iter(c)) for c in commits.values())
     records = [r for path in export_files([runs]) for r in read_export(path).records.values()]
     assert records and all(r.table for r in records)

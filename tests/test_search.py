@@ -2,6 +2,7 @@
 a SIGKILL mid-search and the same command again, two parallel workers, the report, the confirmation on
 fresh seeds, and the registered model scoring as its run did."""
 
+import json
 import os
 import re
 import signal
@@ -20,8 +21,9 @@ from fmnist import report
 from fmnist.data import DataConfig
 from fmnist.errors import ConfigError
 from fmnist.job import dataset
-from fmnist.report.search_table import Searched, Trial, param_importances
-from fmnist.search import Pruned, Sampler, SearchConfig, TrialReporter
+from fmnist.report.search_table import Searched, Trial, merged, param_importances, read_trials, search_report
+from fmnist.results import Studied, export_files, read_export
+from fmnist.search import Pruned, Sampler, SearchConfig, TrialReporter, learn, study_name
 from tests.conftest import cli, is_parent, runs_of, store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,6 +141,42 @@ def test_two_workers_share_one_study_without_duplicates_and_the_winners_are_conf
     assert (logits.argmax(1) == data.test.labels.numpy()).mean() == pytest.approx(run.data.metrics["test/acc"], abs=1e-3)
 
 
+@pytest.mark.slow
+def test_a_search_continues_on_a_fresh_store_from_its_trials_export_and_a_foreign_export_is_one_sentence(tmp_path, real_data_root):
+    first, second, third = (tmp_path / name for name in ("first", "second", "third"))
+    for folder in (first, second, third / "old"):
+        folder.mkdir(parents=True)
+    common = ["-m", *SEARCH, "search.confirm.top=0", f"data.root={real_data_root}"]
+    done = cli(first, *common, "search.trials=2", f"tracking.uri={store(first)}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report.main(["--tracking-uri", store(first), "--out", str(first / "out"), "--export", str(first / "runs.csv")])
+    exported = first / "runs_trials.json"
+    assert read_trials(exported).study  # the export names its Optuna study: a continuation checks it
+
+    # Another machine: a fresh store and Optuna database, the export named; the search goes on to 3 trials with one.
+    done = cli(second, *common, "search.trials=3", f"exports=[{exported}]", f"tracking.uri={store(second)}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "learned 2 earlier trials" in done.stdout + done.stderr  # Hydra logs to the console
+    before, after = optuna_trials(first), optuna_trials(second)
+    assert [t.number for t in after] == [0, 1, 2] and [t.params for t in after[:2]] == [t.params for t in before]
+    assert [t.state for t in after[:2]] == [t.state for t in before] and [t.value for t in after[:2]] == [t.value for t in before]
+    assert after[0].intermediate_values == before[0].intermediate_values  # the curves too: a pruner compares against them
+    assert [int(r.data.tags["fmnist.trial"]) for r in trial_runs(store(second))] == [2]  # only the new trial trained here
+    report.main(["--tracking-uri", store(second), "--out", str(second / "out"), "--export", str(second / "runs.csv")])
+    both = tmp_path / "both"
+    report.main(["--from", str(exported), str(second / "runs_trials.json"), "--out", str(both)])
+    assert [row.split(",")[0] for row in (both / "mlp_regularisation_trials.csv").read_text().splitlines()[1:]] == ["0", "1", "2"]
+
+    # An export of the same search with another space (here: a range changed since) trains nothing, in one sentence.
+    foreign = json.loads(exported.read_text())
+    foreign["space"]["optimizer.lr"]["high"] = 0.01
+    (third / "old" / "old_trials.json").write_text(json.dumps(foreign))
+    done = cli(third, *common, "search.trials=3", f"exports=[{third / 'old' / 'old_trials.json'}]", f"tracking.uri={store(third)}")
+    assert done.returncode != 0 and "with another space or other fixed settings than this command's" in done.stderr
+    assert done.stderr.count("error") <= 2 and "Traceback" not in done.stderr
+    assert runs_of(store(third), "mlp_regularisation", parents=True)[1] == []  # not even a parent run
+
+
 def test_a_search_file_is_checked_in_one_sentence():
     with pytest.raises(ConfigError, match="search.params.lr: give low < high"):
         SearchConfig(name="s", params={"lr": {"type": "float", "low": 1.0, "high": 0.1}})
@@ -176,3 +214,54 @@ def test_importances_read_int_and_list_choices_from_the_override_text_a_trial_ke
               for i, (b, lr) in enumerate([(128, 0.001), (256, 0.002), (128, 0.005), (256, 0.009)])]
     found = param_importances(Searched("s", space, trials))
     assert set(found) == {"batch_size", "optimizer.lr"} and found["optimizer.lr"] > found["batch_size"]
+
+
+def test_a_study_is_named_by_its_search_fixed_settings_and_named_experiment_not_by_where_it_is_stored():
+    search = SearchConfig(name="s", params={"optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}})
+    plain = study_name(search, ["search=s", "model=mlp"])
+    assert study_name(search, ["model=mlp", "search=s", "tracking.uri=sqlite:///elsewhere.db", "hydra.sweep.dir=x", "checkpoint_dir=y"]) == plain
+    # two experiments on one shared Optuna database are two studies: a search in a new experiment never finds another's trials
+    named = {study_name(search, ["search=s", "model=mlp", f"tracking.experiment={e}"]) for e in ("a", "b")}
+    assert len(named) == 2 and plain not in named
+    assert study_name(search, ["search=s", "model=vgg"]) != plain  # a fixed setting that changes what a trial computes
+
+
+def test_a_new_study_learns_exported_trials_by_number_and_two_exports_of_one_search_read_as_one():
+    space = {"model.channels": {"type": "choice", "choices": ["[16,32]", "[32,64]"], "log": False},
+             "schedule.epochs": {"type": "int", "low": 2, "high": 6, "log": False},
+             "optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+    first = Searched("s", space, [Trial(0, "COMPLETE", {"model.channels": "[32,64]", "schedule.epochs": "3", "optimizer.lr": "0.002"},
+                                        [0.8, 0.85, 0.9], "r0"),
+                                  Trial(1, "PRUNED", {"model.channels": "[16,32]", "schedule.epochs": "6", "optimizer.lr": "0.005"}, [0.7], "r1"),
+                                  Trial(3, "KILLED", {"model.channels": "[16,32]", "schedule.epochs": "2", "optimizer.lr": "0.003"}, [0.6], "r3")],
+                     "s-abc")
+    study = optuna.create_study(direction="maximize")
+    assert learn(study, {t.number: t for t in first.trials}, space)
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3]  # numbered as they were; the missing 2 and the killed 3 fail, to be asked again
+    states = optuna.trial.TrialState
+    assert [t.state for t in trials] == [states.COMPLETE, states.PRUNED, states.FAIL, states.FAIL]
+    assert trials[0].params == {"model.channels": "[32,64]", "schedule.epochs": 3, "optimizer.lr": 0.002} and trials[0].value == 0.9
+    assert trials[1].intermediate_values == {1: 0.7} and trials[0].user_attrs == {"mlflow_run_id": "r0"}
+    assert not learn(study, {t.number: t for t in first.trials}, space)  # a study with trials has learned them already
+    assert study.ask().number == 4
+
+    later = Searched("s", space, [Trial(4, "COMPLETE", {"model.channels": "[16,32]", "schedule.epochs": "4", "optimizer.lr": "0.004"},
+                                        [0.91], "r4")], "s-abc")
+    other = Searched("t", space, [Trial(0, "COMPLETE", {}, [0.5], "q0")])
+    (one, two) = merged([first, other, later])
+    assert (one.name, [t.number for t in one.trials], one.study) == ("s", [0, 1, 3, 4], "s-abc") and two.name == "t"
+
+
+def test_a_search_reports_its_own_confirmation_only_beside_another_searchs_exports(tmp_path):
+    folder = ROOT / "results" / "search" / "runs"  # several searches' exports, each with its confirmation study
+    studied = Studied([], {})
+    for path in export_files([folder]):
+        studied = studied + read_export(path)
+    assert {r.study for r in studied.results} >= {"mlp_regularisation-confirm", "fast-confirm", "fast2-confirm"}
+    text, _ = search_report(read_trials(folder / "mlp_trials.json"), studied, tmp_path, "mlp", "cmd")
+    assert "for the 20 confirmation runs" in text  # 5 seeds of its baseline and 3 winners, none of fast's 10
+    winners = text.split("## The winners")[1]
+    assert [line.split("|")[1].strip() for line in winners.splitlines() if re.match(r"\| \d+ \|", line)] == ["25", "28", "32"]
+    text, _ = search_report(read_trials(folder / "fast_trials.json"), studied, tmp_path, "fast", "cmd")
+    assert "for the 10 confirmation runs" in text  # fast's own, not fast2's beside it (a name that begins the same)

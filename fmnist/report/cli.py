@@ -23,7 +23,7 @@ from fmnist.credentials import credentials_from_environment, refuse_credentials
 from fmnist.errors import ConfigError, UserError
 from fmnist.report.runs_table import comparison_report
 from fmnist.report.search_table import from_store as search_from_store
-from fmnist.report.search_table import read_trials, search_report, trial_runs, write_trials
+from fmnist.report.search_table import merged, read_trials, search_report, trial_runs, write_trials
 from fmnist.report.select import select_runs, whole_studies
 from fmnist.report.study_table import Options, study_tables
 from fmnist.results import Studied, declared, export_files, read_export, with_tables, write_export
@@ -111,7 +111,7 @@ def owed_notes(folders: list[Path]) -> dict[tuple[str, str], str]:
 
 def from_exports(args: argparse.Namespace, command: str) -> list[Path]:
     studied = Studied([], {})
-    searches = [read_trials(p) for p in trials_files(args.exports)]
+    searches = merged([read_trials(p) for p in trials_files(args.exports)])  # a search continued elsewhere: one report
     for path in export_files(args.exports, allow_none=bool(searches)):
         studied = studied + read_export(path)  # an export read twice counts once
     if args.design_from is not None:

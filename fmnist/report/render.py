@@ -4,6 +4,21 @@ import csv
 from pathlib import Path
 
 
+def num(value: float | None, signed: bool = False, digits: int = 2) -> str:
+    """A figure as every table prints it: 2 decimals, a sign where asked, — for none (or NaN)."""
+    if value is None or value != value:
+        return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def p_text(value: float | None) -> str:
+    return "—" if value is None else "<1e-300" if value == 0 else f"{value:.2g}"
+
+
+def interval(low: float | None, high: float | None) -> str:
+    return "—" if low is None else f"[{num(low, True)}, {num(high, True)}]"
+
+
 def format_cell(key: str, value: object) -> str:
     if isinstance(value, float):
         return f"{value:.1f}" if key == "seconds" else f"{value:.4f}"

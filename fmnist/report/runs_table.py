@@ -25,12 +25,13 @@ def result_row(run: RunRecord, curves: dict[str, list[float]], seconds: list[flo
         value = run.metrics.get(key, float("nan"))
         row[f"{key.replace('/', ' ')} %" if key.endswith("acc") else key] = f"{100 * value:.2f}" if key.endswith("acc") else value
     row["seconds"] = sum(seconds)
+    row["processor, precision"] = f"{run.facts.processor or 'not recorded'}, {run.params.get('precision', 'fp32')}"  # what the seconds were on
     return row
 
 
 def seed_summary(rows: list[dict[str, object]], keys: list[str]) -> list[dict[str, object]]:
-    """Runs that differ only in their seed, pooled: n, test accuracy mean ± std, min and max, mean seconds."""
-    config_keys = [k for k in keys if k != "seed"]
+    """Runs that differ only in their seed (on one processor class, in one precision), pooled: n, test accuracy mean ± std, min and max, mean seconds."""
+    config_keys = [k for k in keys if k != "seed"] + ["processor, precision"]  # never pooled across processor classes
     groups: dict[tuple, list[dict[str, object]]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in config_keys), []).append(row)

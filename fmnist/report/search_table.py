@@ -11,6 +11,7 @@ from fmnist.errors import UserError
 from fmnist.evidence import evidence
 from fmnist.report.render import markdown_table, write_csv
 from fmnist.results import Studied
+from fmnist.search import as_params, confirmation_study, distributions
 from fmnist.tracking import RunRecord, Tracker
 
 
@@ -40,6 +41,18 @@ class Searched:
     name: str
     space: dict  # the searched parameters and their ranges
     trials: list[Trial]
+    study: str = ""  # its Optuna study (the search and the command's fixed settings); "" in exports made before it was kept
+
+
+def merged(searches: list[Searched]) -> list[Searched]:
+    """Exports of one search made one after another (a search continued on another machine from the first's export) as
+    one search, in trial order; where two hold the same trial, the later file's counts."""
+    found: dict[str, Searched] = {}
+    for s in searches:
+        known = found.get(s.name, Searched(s.name, s.space, [], s.study))
+        trials = {t.number: t for t in known.trials} | {t.number: t for t in s.trials}
+        found[s.name] = Searched(s.name, known.space or s.space, [trials[n] for n in sorted(trials)], known.study or s.study)
+    return list(found.values())
 
 
 def _state(run: RunRecord) -> str:
@@ -54,21 +67,23 @@ def from_store(tracker: Tracker, runs: list[RunRecord]) -> Searched:
     latest = {r.facts.trial.number: r for r in trials}
     space = next((dict(r.facts.trial.space) for r in trials if r.facts.trial.space), {})
     name = next((r.facts.trial.search for r in trials if r.facts.trial.search), "search")
+    study = next((r.facts.trial.optuna_study for r in trials if r.facts.trial.optuna_study), "")
     curves = tracker.histories([r.run_id for r in latest.values()], ("val/acc", "epoch/seconds"))
     return Searched(name, space, [Trial(n, _state(r), values_of(r), list(curves[r.run_id]["val/acc"].values()), r.run_id,
-                                        sum(curves[r.run_id]["epoch/seconds"].values())) for n, r in sorted(latest.items())])
+                                        sum(curves[r.run_id]["epoch/seconds"].values())) for n, r in sorted(latest.items())], study)
 
 
 def write_trials(searched: Searched, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"search": searched.name, "space": searched.space, "trials": [asdict(t) for t in searched.trials]}, indent=1))
+    kept = {"search": searched.name, "space": searched.space} | ({"study": searched.study} if searched.study else {})
+    path.write_text(json.dumps(kept | {"trials": [asdict(t) for t in searched.trials]}, indent=1))
     return path
 
 
 def read_trials(path: Path) -> Searched:
     try:
         raw = json.loads(path.read_text())
-        return Searched(raw["search"], raw["space"], [Trial(**t) for t in raw["trials"]])
+        return Searched(raw["search"], raw["space"], [Trial(**t) for t in raw["trials"]], raw.get("study", ""))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} is not a search's trials export ({type(err).__name__}: {err}); export the search again") from None
 
@@ -88,7 +103,7 @@ def search_report(searched: Searched, studied: Studied, out_dir: Path, stem: str
     plots.importances(importances, files[3], title=f"{searched.name}: parameter importances (fANOVA on completed trials)")
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     epochs = sum(len(t.curve) for t in searched.trials)
-    confirm_seconds = {r.run_id: r.seconds for r in studied.results if r.study.endswith("-confirm")}
+    confirm_seconds = {r.run_id: r.seconds for r in studied.results if r.study == confirmation_study(searched.name)}
     cost = (f"Training time: {sum(t.seconds for t in searched.trials) / 60:.1f} min for the trials ({epochs} epochs; "
             f"{sum(len(t.curve) for t in searched.trials if t.state == 'PRUNED')} of them in pruned trials)"
             + (f", {sum(confirm_seconds.values()) / 60:.1f} min for the {len(confirm_seconds)} confirmation runs" if confirm_seconds else "")
@@ -115,39 +130,24 @@ def _short(value: str) -> str:
         return value
 
 
-def _choice(choices, value):
-    """The choice a trial's recorded value stands for: values are kept as override text (`128`), choices as typed (128)."""
-    return next((c for c in choices if c == value or str(c) == str(value)), value)
-
-
 def param_importances(searched: Searched) -> dict[str, float]:
     """fANOVA importances over the completed trials, from an Optuna study rebuilt in memory (the search's storage is not needed)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {}
-    for key, p in searched.space.items():
-        if p["type"] == "choice":
-            distributions[key] = optuna.distributions.CategoricalDistribution(p["choices"])
-        elif p["type"] == "int":
-            distributions[key] = optuna.distributions.IntDistribution(int(p["low"]), int(p["high"]), log=p["log"])
-        else:
-            distributions[key] = optuna.distributions.FloatDistribution(p["low"], p["high"], log=p["log"])
+    made = distributions(searched.space)
     study = optuna.create_study(direction="maximize")
     for t in searched.trials:
-        if t.state != "COMPLETE" or not t.curve or any(key not in t.values for key in distributions):
-            continue
-        params = {key: _choice(d.choices, t.values[key]) if isinstance(d, optuna.distributions.CategoricalDistribution)
-                  else type(d.low)(float(t.values[key])) for key, d in distributions.items()}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=t.curve[-1]))
-    if len(study.trials) < 2 or not distributions:
+        params = as_params(t.values, made) if t.state == "COMPLETE" and t.curve else None
+        if params is not None:
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=made, value=t.curve[-1]))
+    if len(study.trials) < 2 or not made:
         return {}
     return dict(optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
 
 
 def curse_section(searched: Searched, studied: Studied) -> str:
     """Each confirmed winner: its search score (one seed) beside its confirmation (fresh seeds, against the baseline)."""
-    confirm = [r for r in studied.results if r.study.endswith("-confirm")]
+    confirm = [r for r in studied.results if r.study == confirmation_study(searched.name)]  # its own, not another search's
     if not confirm:
         return ""
     ordered = sorted(confirm, key=lambda r: r.start_time)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fmnist import plots, stats
 from fmnist.evidence import CellRuns, Evidence, comparison, evidence, paired
-from fmnist.report.render import latex_table, markdown_table, write_csv
+from fmnist.report.render import interval, latex_table, markdown_table, num, p_text, write_csv
 from fmnist.results import Result, Studied
 from fmnist.sequential import DECIDED, MOST_SEEDS, Decision, SeedsDesign, decide
 from fmnist.study import BASELINE, COMBINED, command_line, levels_of
@@ -49,22 +49,6 @@ CSV_COLUMNS = [
     "q_tost_holm", "rci_low", "rci_high", "verdict", "stage", "seeds_needed", "chance", "reason", "reference_acc", "mcnemar_p",
     "val_acc_mean", "note",
 ]
-
-
-def _num(value: float | None, signed: bool = False, digits: int = 2) -> str:
-    if value is None or value != value:  # None or NaN
-        return "—"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return "<1e-300" if value == 0 else f"{value:.2g}"
-
-
-def _interval(low: float | None, high: float | None) -> str:
-    return "—" if low is None else f"[{_num(low, True)}, {_num(high, True)}]"
 
 
 def _needed(row: Row, sequential: bool) -> str:
@@ -113,17 +97,17 @@ def display(row: Row, sequential: bool) -> list[str]:
     if row.cell == COMBINED:
         note = "; ".join(filter(None, [f"ran {' + '.join(levels_of(row.cell, row.level))}", note]))
     if row.verdict == "too few seeds" and row.mcnemar_p:
-        note = "; ".join(filter(None, [f"McNemar p per seed (test-set sampling only): {', '.join(_p(p) for p in row.mcnemar_p)}", note]))
+        note = "; ".join(filter(None, [f"McNemar p per seed (test-set sampling only): {', '.join(p_text(p) for p in row.mcnemar_p)}", note]))
     if row.reason and row.verdict not in ("better", "worse"):
         note = "; ".join(filter(None, [row.reason, note]))
-    test = f"{_num(row.test_acc_mean)} ± {_num(row.test_acc_std)}"
+    test = f"{num(row.test_acc_mean)} ± {num(row.test_acc_std)}"
     if sequential:
-        return [row.cell, row.factor, str(row.n_seeds), test, _num(row.diff, True), _interval(row.rci_low, row.rci_high), _p(row.p),
-                _p(row.q_holm), row.verdict, "—" if row.stage is None else str(row.stage), _needed(row, True), _num(row.val_acc_mean),
-                _num(row.reference_acc), note]
-    diff = _num(row.diff, True) + ("" if row.ci_low is None else f" {_interval(row.ci_low, row.ci_high)}")
-    return [row.cell, row.factor, str(row.n_seeds), test, diff, _p(row.p), _p(row.q_holm), row.verdict, _needed(row, False),
-            _num(row.val_acc_mean), _num(row.reference_acc), note]
+        return [row.cell, row.factor, str(row.n_seeds), test, num(row.diff, True), interval(row.rci_low, row.rci_high), p_text(row.p),
+                p_text(row.q_holm), row.verdict, "—" if row.stage is None else str(row.stage), _needed(row, True), num(row.val_acc_mean),
+                num(row.reference_acc), note]
+    diff = num(row.diff, True) + ("" if row.ci_low is None else f" {interval(row.ci_low, row.ci_high)}")
+    return [row.cell, row.factor, str(row.n_seeds), test, diff, p_text(row.p), p_text(row.q_holm), row.verdict, _needed(row, False),
+            num(row.val_acc_mean), num(row.reference_acc), note]
 
 
 def header(sequential: bool, effect: float) -> list[str]:
@@ -237,9 +221,9 @@ def secondary_section(ev: Evidence, found: list[Row]) -> str:
         return ""
     sequential = ev.design is not None
     table = [
-        {"secondary comparison": r.cell, "n": r.n_seeds, "Δ pp": _num(r.diff, True),
-         ("95% repeated CI" if sequential else "95% CI"): _interval(r.rci_low, r.rci_high) if sequential else _interval(r.ci_low, r.ci_high),
-         "p": _p(r.p), "q_holm" if sequential else "p_holm": _p(r.q_holm), "verdict": r.verdict}
+        {"secondary comparison": r.cell, "n": r.n_seeds, "Δ pp": num(r.diff, True),
+         ("95% repeated CI" if sequential else "95% CI"): interval(r.rci_low, r.rci_high) if sequential else interval(r.ci_low, r.ci_high),
+         "p": p_text(r.p), "q_holm" if sequential else "p_holm": p_text(r.q_holm), "verdict": r.verdict}
         for r in found
     ]
     return (
@@ -263,7 +247,7 @@ def choice_section(ev: Evidence, strict: bool) -> str:
         f"Combination chosen on validation{on}: per factor, the level with the highest mean val acc at its last epoch, kept if it "
         f"beats the baseline's by {rule}. The test set plays no part in the choice.\n",
         markdown_table([
-            {"factor": p.factor, "best on validation": p.best, "Δ val acc pp": _num(p.gain, True), "p_holm (val)": _p(p.p_holm),
+            {"factor": p.factor, "best on validation": p.best, "Δ val acc pp": num(p.gain, True), "p_holm (val)": p_text(p.p_holm),
              "chosen": "yes" if p.level else "no"}
             for p in ev.picks
         ]),
@@ -439,8 +423,7 @@ def forest_panel(label: str, ev: Evidence, table_rows: list[Row]) -> plots.Fores
         low, high = (r.rci_low, r.rci_high) if sequential else (r.ci_low, r.ci_high)
         reference = None if r.reference_acc is None or base.reference_acc is None else r.reference_acc - base.reference_acc
         entries.append(plots.ForestEntry(f"{r.cell} (n={r.n_seeds})", r.diff, low, high, r.verdict, reference))
-    interval = "95% repeated CI" if sequential else "95% CI"
-    return plots.ForestPanel(label, entries, ev.margin, interval)
+    return plots.ForestPanel(label, entries, ev.margin, "95% repeated CI" if sequential else "95% CI")
 
 
 @dataclass
@@ -460,15 +443,19 @@ def study_tables(studied: Studied, out_dir: Path, name: str | None, command: str
     studies = {s for s, _, _ in groups}
     several = len(studies) > 1
     files, by_study = [], {}
+
+    def head(study_name: str) -> list[str]:  # the file names' start: --name, and the study where there are several
+        return [name, study_name] if several and name else [name or study_name]
+
     for (study_name, model, _), members in sorted(groups.items()):
-        stem = "_".join([name or study_name, study_name, model] if several else [name or study_name, model])
+        stem = "_".join([*head(study_name), model])
         if sum(1 for s, m, _ in groups if (s, m) == (study_name, model)) > 1:
             stem += f"_{members[-1].table[:6]}"
         made, ev = one_table(studied, members, out_dir, stem, command, options)
         files += made
         by_study.setdefault(study_name, []).append((stem.removeprefix(f"{name or study_name}_"), ev, rows(ev)))
     for study_name, panels in sorted(by_study.items()):
-        path = out_dir / f"{'_'.join([name or study_name, study_name] if several else [name or study_name])}_forest.png"
+        path = out_dir / f"{'_'.join(head(study_name))}_forest.png"
         plots.forest([forest_panel(label, ev, table_rows) for label, ev, table_rows in panels], path,
                      title=f"{study_name}: each cell against its baseline")
         files.append(path)

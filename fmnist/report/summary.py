@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fmnist.errors import UserError
+from fmnist.report.render import interval, num, p_text
 from fmnist.study import COMBINED, levels_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,21 +34,17 @@ class Cell:
     def __getitem__(self, key: str) -> str:
         return self.row[key]
 
+    def value(self, key: str) -> float | None:
+        return None if self.row[key] == "" else float(self.row[key])
+
     def number(self, key: str, signed: bool = False) -> str:
-        text = self.row[key]
-        if text in ("", "nan"):
-            return "—"
-        value = float(text)
-        return (f"{value:+.2f}" if signed else f"{value:.2f}").replace("-", "−")
+        return num(self.value(key), signed).replace("-", "−")
 
     def interval(self) -> str:
-        if self.row["rci_low"] == "":
-            return ""
-        return f" [{self.number('rci_low', True)}, {self.number('rci_high', True)}]"
+        return "" if self.row["rci_low"] == "" else " " + interval(self.value("rci_low"), self.value("rci_high")).replace("-", "−")
 
     def p(self, key: str) -> str:
-        text = self.row[key]
-        return "—" if text == "" else ("<1e-300" if float(text) == 0 else f"{float(text):.2g}")
+        return p_text(self.value(key))
 
     @property
     def secondary(self) -> bool:

@@ -19,7 +19,19 @@ from fmnist.errors import UserError
 from fmnist.identity import settings_id
 from fmnist.lease import Busy
 from fmnist.ledger import RunFacts, Trial
-from fmnist.search import RUN_ATTR, STORAGE_ENV, SearchConfig, as_overrides, open_study, storage_url, study_name, suggest
+from fmnist.search import (
+    RUN_ATTR,
+    STORAGE_ENV,
+    SearchConfig,
+    as_overrides,
+    confirmation_study,
+    learn,
+    open_study,
+    space_of,
+    storage_url,
+    study_name,
+    suggest,
+)
 from fmnist.study import override_key
 from fmnist.tracking import Tracker, resolve_uri
 
@@ -45,12 +57,33 @@ class SearchRunner:
     def run(self):
         for values in self._corners():  # the space composes, every choice of it, before any run
             self.sweeper._check_job([*self.combo, *self._trial_overrides(values, 0)])
+        earlier = self._earlier()  # a broken or foreign trials export stops here, before any run
         study = open_study(self.search, self.storage, self.name)
         log.info(f"search {self.search.name}: Optuna study {self.name} in {self._shown_storage()}")
+        if learn(study, earlier, space_of(self.search.params)):
+            log.info(f"search {self.search.name}: learned {len(earlier)} earlier trials (0-{max(earlier)}) from the trials exports")
         returns = self._trials(study)
         if self.search.confirm.top:
             returns += self._confirm(study)
         return returns
+
+    # ----- trials finished elsewhere: a search continued on another machine from its trials export -----
+
+    def _earlier(self) -> dict:
+        """This search's trials in the trials exports named by `exports=` (by number; a later file's record counts)."""
+        from fmnist.report.search_table import read_trials
+
+        config = self.sweeper.config
+        found = {}
+        for path in (Path(config.hydra.runtime.cwd, p) for p in config.exports if p.endswith("_trials.json")):
+            searched = read_trials(path)
+            if searched.name != self.search.name:
+                continue  # another search's: for reports only
+            if searched.space != space_of(self.search.params) or searched.study not in ("", self.name):
+                raise UserError(f"{path} holds trials of search {searched.name} with another space or other fixed settings than this "
+                                "command's; continue it with the search file and command it ran with, or leave it out of exports")
+            found |= {t.number: t for t in searched.trials}
+        return found
 
     # ----- trials -----
 
@@ -123,7 +156,7 @@ class SearchRunner:
             study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
         else:
             study.tell(number, self._value(outcome.run_id), skip_if_finished=True)
-        facts = Trial(number, self.search.name, self.name, space={k: vars(v) for k, v in self.search.params.items()}, values=values)
+        facts = Trial(number, self.search.name, self.name, space=space_of(self.search.params), values=values)
         self.tracker.handle(outcome.run_id).add(RunFacts(trial=facts))
         return True
 
@@ -140,7 +173,7 @@ class SearchRunner:
         top = sorted(complete, key=lambda t: (-t.value, t.number))[: self.search.confirm.top]
         seeds = range(self.search.confirm.first_seed, self.search.confirm.first_seed + self.search.confirm.seeds)
         base = [o for o in self.combo if override_key(o) != "seed"]
-        name = f"{self.search.name}-confirm"
+        name = confirmation_study(self.search.name)
         table = self._settings(base)
         cells = {"baseline": []} | {f"trial{t.number}": as_overrides(t.params) for t in top}
         jobs = []

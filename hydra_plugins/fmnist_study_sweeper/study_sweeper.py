@@ -416,7 +416,7 @@ class _Results:
         self.study = study
         self.read: dict[str, Studied] = {}
         self.exported = Studied([], {})
-        for path in config.exports:
+        for path in (p for p in config.exports if p.endswith(".csv")):  # a search's _trials.json is the search runner's
             self.exported = self.exported + read_export(Path(base, path))
 
     def studied(self, table: str) -> Studied:
