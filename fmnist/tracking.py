@@ -160,20 +160,29 @@ def _check_sqlite(path: Path) -> None:
         header = f.read(16)
     problem = None if header == b"SQLite format 3\x00" else "it is not a SQLite database"
     if problem is None:
-        try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
-                result = db.execute("PRAGMA quick_check").fetchone()[0]
-            problem = None if result == "ok" else f"SQLite's check says: {result}"
-        except sqlite3.OperationalError as err:
-            if "locked" not in str(err) and "busy" not in str(err):  # busy is not damage: another writer holds it
-                problem = str(err)
-        except sqlite3.DatabaseError as err:
-            problem = str(err)
+        problem = _sqlite_check_says(path)
     if problem:
         raise UserError(
             f"the tracking store {path} is damaged ({problem}); move it aside (mv {path} {path}.damaged) and run again: "
             "nothing has been written to it"
         )
+
+
+def _sqlite_check_says(path: Path, mode: str = "ro") -> str | None:
+    """None if SQLite finds the file sound (or busy: another writer holds it); otherwise what it says."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=10) as db:
+            result = db.execute("PRAGMA quick_check").fetchone()[0]
+        return None if result == "ok" else f"SQLite's check says: {result}"
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            return None
+        if mode == "ro" and err.sqlite_errorname == "SQLITE_READONLY_ROLLBACK":
+            # A writer killed mid-transaction left a hot journal; only a writer may roll it back, as the store's next write would.
+            return _sqlite_check_says(path, "rw")
+        return str(err)
+    except sqlite3.DatabaseError as err:
+        return str(err)
 
 
 def _quiet_mlflow() -> None:

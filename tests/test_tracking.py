@@ -1,6 +1,9 @@
 """The store: transient failures retried (SQLite locked by another process, a server answering 5xx or
 resetting connections), an unreachable server and a damaged file refused in one sentence."""
 
+import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -133,6 +136,35 @@ def test_a_damaged_store_is_named_and_left_untouched(tmp_path, content):
     with pytest.raises(UserError, match="damaged"):
         Tracker(f"sqlite:///{path}", "fmnist")
 
+
+
+HALF_A_TRANSACTION = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size=1")  # spill pages into the file mid-transaction: the journal is hot
+db.execute("BEGIN")
+db.execute("CREATE TABLE half_written (x)")
+for _ in range(2000):
+    db.execute("INSERT INTO half_written VALUES (randomblob(1000))")
+print("writing", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_store_whose_writer_was_killed_mid_transaction_is_rolled_back_not_called_damaged(tmp_path):
+    path = tmp_path / "mlflow.db"
+    before = Tracker(f"sqlite:///{path}", "fmnist")
+    first = before.client.create_run(before.experiment_id).info.run_id
+    writer = subprocess.Popen([sys.executable, "-c", HALF_A_TRANSACTION, str(path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    assert (tmp_path / "mlflow.db-journal").stat().st_size > 0  # what a killed worker leaves (it broke the CI's fault test)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        sqlite3.connect(f"file:{path}?mode=ro", uri=True).execute("PRAGMA quick_check").fetchone()
+    tracker = Tracker(f"sqlite:///{path}", "fmnist")
+    assert tracker.client.get_run(first).info.run_id == first
+    assert not sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE name = 'half_written'").fetchall()
 
 LOG_SAME_DATA = """
 import sys, time
