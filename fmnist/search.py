@@ -244,7 +244,11 @@ class Pruned(Exception):
 
 class TrialReporter:
     """In the job: report each epoch's val/acc to the trial's Optuna study, and stop when the pruner says so, or when the
-    trial's epochs would train past `search.trial_seconds` at the pace of those so far."""
+    trial's epochs would train past `search.trial_seconds` at the pace of those so far. The first epoch carries one-time
+    costs (kernel set-up, caches; a quarter of an epoch or more on a CPU), so the pace is that of the epochs after it, and
+    after the first alone a trial is stopped only when it is projected past the budget by more than that."""
+
+    FIRST_EPOCH_ALLOWANCE = 1.25
 
     def __init__(self, search: SearchConfig, epochs: int):
         optuna = _optuna()
@@ -253,12 +257,16 @@ class TrialReporter:
         trial_id = next(t._trial_id for t in study.get_trials(deepcopy=False) if t.number == search.trial)
         self.trial = optuna.trial.Trial(study, trial_id)
         self.budget, self.epochs = search.trial_seconds, epochs
+        self.first: float | None = None  # the first epoch's seconds, if this process trained it (not resumed past it)
 
     def report(self, epoch: int, value: float, seconds: float) -> None:
         """`seconds`: the training seconds of the trial's epochs so far."""
         self.trial.report(value, epoch)
-        projected = seconds / epoch * self.epochs
-        if self.budget is not None and projected > self.budget:
+        if epoch == 1:
+            self.first = seconds
+        pace = (seconds - self.first) / (epoch - 1) if self.first is not None and epoch > 1 else seconds / epoch
+        projected = seconds + pace * (self.epochs - epoch)
+        if self.budget is not None and projected > self.budget * (self.FIRST_EPOCH_ALLOWANCE if epoch == 1 else 1):
             raise Pruned(f"pruned after epoch {epoch}: its {self.epochs} epochs would train for about {projected:.0f} s, over "
                          f"search.trial_seconds={self.budget:g}")
         if self.trial.should_prune():

@@ -193,18 +193,22 @@ def test_a_search_file_is_checked_in_one_sentence():
 def test_a_trial_projected_past_its_time_budget_is_pruned_and_one_within_it_goes_on(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna.create_study(study_name="budget", storage=storage, direction="maximize")
-    trials = [optuna.load_study(study_name="budget", storage=storage).ask().number for _ in range(2)]
+    trials = [optuna.load_study(study_name="budget", storage=storage).ask().number for _ in range(3)]
 
     def reporter(trial: int) -> TrialReporter:
         search = SearchConfig(name="s", params={"lr": {"type": "float", "low": 0.1, "high": 1.0}}, storage=storage, trial_seconds=100,
                               study="budget", trial=trial)
         return TrialReporter(search, epochs=4)
 
-    within, over = reporter(trials[0]), reporter(trials[1])
-    within.report(1, 0.8, 24.0)  # 4 epochs at 24 s: 96 s
-    within.report(2, 0.85, 50.0)  # at this pace 100 s: not past it
-    with pytest.raises(Pruned, match=r"pruned after epoch 1: its 4 epochs would train for about 104 s, over search.trial_seconds=100"):
-        over.report(1, 0.9, 26.0)  # the better score does not save it
+    within, later, over = (reporter(t) for t in trials)
+    within.report(1, 0.8, 30.0)  # 4 epochs at 30 s would be 120 s, but a first epoch carries one-time costs: not yet
+    within.report(2, 0.85, 52.0)  # the pace after the first, 22 s: 52 + 2 x 22 = 96 s
+    within.report(3, 0.86, 74.0)  # 96 s still
+    later.report(1, 0.8, 30.0)
+    with pytest.raises(Pruned, match=r"pruned after epoch 2: its 4 epochs would train for about 102 s, over search.trial_seconds=100"):
+        later.report(2, 0.9, 54.0)  # 24 s an epoch after the first: 54 + 2 x 24 = 102 s
+    with pytest.raises(Pruned, match=r"pruned after epoch 1: its 4 epochs would train for about 128 s, over search.trial_seconds=100"):
+        over.report(1, 0.9, 32.0)  # past the budget by more than a first epoch's one-time costs; the better score does not save it
 
 
 def test_importances_read_int_and_list_choices_from_the_override_text_a_trial_keeps():
