@@ -45,7 +45,6 @@ class VGGConfig(ModelConfig):
     name: str = "vgg"
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # width of each stage
     first_convs: int = 2  # conv layers of the first stage, at the full 28x28 (1: half its arithmetic and memory traffic)
-    first_stride: int = 1  # 2: the first conv strides over 28x28 straight to 14x14, in place of the first stage's pool
     dropout: float = 0.2  # in the classifier head
 
     def __post_init__(self):
@@ -56,7 +55,6 @@ class VGGConfig(ModelConfig):
         )
         require(len(self.channels) <= 4, f"model.channels: at most 4 stages fit 28x28 input, got {self.channels}")
         require(self.first_convs in (1, 2), f"model.first_convs must be 1 or 2 conv layers, got {self.first_convs}")
-        require(self.first_stride in (1, 2), f"model.first_stride must be 1 or 2 pixels, got {self.first_stride}")
         _check_dropout(self.dropout)
 
 
@@ -84,20 +82,18 @@ def mlp(cfg: MLPConfig) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
 @MODELS.register("vgg", VGGConfig)
 def vgg(cfg: VGGConfig) -> nn.Module:
-    # VGG pattern sized for 28x28: two 3x3 conv-BN-ReLU layers per stage (the first stage: first_convs), then 2x2 max-pool;
-    # with first_stride 2 the first conv halves the side itself and the first stage has no pool.
+    # VGG pattern sized for 28x28: two 3x3 conv-BN-ReLU layers per stage (the first stage: first_convs), then 2x2 max-pool.
     layers: list[nn.Module] = []
     c_in, side = 1, 28
     for stage, width in enumerate(cfg.channels):
-        stride = 1 if stage else cfg.first_stride
         second = _conv_bn_relu(width, width) if stage or cfg.first_convs == 2 else []
-        layers += _conv_bn_relu(c_in, width, stride) + second + ([nn.MaxPool2d(2)] if stride == 1 else [])
+        layers += _conv_bn_relu(c_in, width) + second + [nn.MaxPool2d(2)]
         c_in, side = width, side // 2
     head = [
         nn.Flatten(),

@@ -47,18 +47,6 @@ def test_vgg_first_convs_sets_the_conv_layers_at_full_resolution_only():
     assert convs_at_28(build_model(VGGConfig(channels=[16, 32], first_convs=1))) == [28, 14, 14]
 
 
-def test_vgg_first_stride_2_halves_the_side_in_the_first_conv_in_place_of_its_pool():
-    model = build_model(VGGConfig(channels=[16, 32], first_convs=1, first_stride=2))
-    sides = []
-    for m in model.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
-            m.register_forward_hook(lambda m, inp, out: sides.append((type(m).__name__, out.shape[-1])))
-    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    assert sides == [("Conv2d", 14), ("Conv2d", 14), ("Conv2d", 14), ("MaxPool2d", 7)]
-    flat = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][0]
-    assert flat.in_features == 32 * 7 * 7  # the head is sized for what the strided stem leaves
-
-
 def test_mlp_hidden_widths_are_used():
     model = build_model(MLPConfig(hidden=[7, 5]))
     widths = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -74,7 +62,6 @@ def test_mlp_hidden_widths_are_used():
         (MLPConfig, {"dropout": 1.0}, "model.dropout"),
         (VGGConfig, {"channels": [8] * 5}, "at most 4 stages"),
         (VGGConfig, {"first_convs": 3}, "model.first_convs must be 1 or 2"),
-        (VGGConfig, {"first_stride": 3}, "model.first_stride must be 1 or 2"),
     ],
 )
 def test_bad_model_values_are_refused(schema, kwargs, message):
@@ -84,7 +71,7 @@ def test_bad_model_values_are_refused(schema, kwargs, message):
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_each_model_has_only_its_own_settings(name):
-    others = {"mlp": {"hidden", "dropout"}, "vgg": {"channels", "first_convs", "first_stride", "dropout"}, "resnet18": {"stem", "resize", "trim_taps"}}
+    others = {"mlp": {"hidden", "dropout"}, "vgg": {"channels", "first_convs", "dropout"}, "resnet18": {"stem", "resize", "trim_taps"}}
     fields = set(MODELS.schema(name).__dataclass_fields__) - {"name"}
     assert fields == others[name]
 
