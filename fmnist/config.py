@@ -85,6 +85,10 @@ class Config:
         odd = [e for e in self.exports if not e.endswith((".csv", "_trials.json"))]
         require(not odd, f"exports takes run exports (.csv) and searches' trials exports (_trials.json), not {', '.join(odd)}")
         require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'")
+        if "lowres" in self.transform.augment:
+            side, smallest = self.transform.lowres.side, self.model.smallest_side()
+            require(side >= smallest, f"transform.lowres.side={side}: model={self.model.name} as configured takes images of "
+                                      f"{smallest}x{smallest} or more; use a side of at least {smallest}")
         late = [e for e in [*self.study.test_at, *self.study.readings.values()] if e > self.schedule.epochs]
         require(not late, f"study readings or test_at at epochs {late} lie beyond schedule.epochs={self.schedule.epochs}")
 

@@ -89,9 +89,10 @@ def train_epoch(
     precision: str = "fp32",
     between_steps: Callable[[], None] = lambda: None,
     averaged: AveragedModel | None = None,
+    epochs: int | None = None,
 ) -> tuple[float, float]:
     """One pass over `split`; returns mean training loss and accuracy. `between_steps` may raise to stop it; `averaged`
-    (weight averaging) takes each step's weights."""
+    (weight averaging) takes each step's weights; `epochs` (the run's total) tells the transform how far training has come."""
     model.train()
     steps = -(-len(split) // batch_size)
     loss_sum = torch.zeros((), device=split.labels.device)
@@ -99,9 +100,10 @@ def train_epoch(
     bar = tqdm(batches(split, batch_size, generator), total=steps, desc=f"epoch {epoch}", disable=None if progress else True, leave=False)
     for step, (images, labels) in enumerate(bar):
         between_steps()
-        set_lr(epoch - 1 + step / steps)
+        elapsed = epoch - 1 + step / steps
+        set_lr(elapsed)
         with autocast(labels.device, precision):
-            logits = model(transform.train(images, generator)).float()
+            logits = model(transform.train(images, generator, elapsed / epochs if epochs else 1.0)).float()
         loss = loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -150,7 +152,8 @@ def fit(
     for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
         train_loss, train_acc = train_epoch(
-            model, optimizer, loss_fn, transform, data.train, batch_size, generator, set_lr, epoch, progress, precision, between_steps, averaged
+            model, optimizer, loss_fn, transform, data.train, batch_size, generator, set_lr, epoch, progress, precision, between_steps, averaged,
+            epochs,
         )
         val = evaluate(averaged or model, data.val, transform, loss_fn, precision=precision)
         result = EpochResult(epoch, train_loss, train_acc, val.loss, val.acc, time.perf_counter() - start)

@@ -23,6 +23,10 @@ class ModelConfig:
     def __post_init__(self):
         require_choice("model", self.name, MODELS)
 
+    def smallest_side(self) -> int:
+        """The smallest square input the model takes (transform.lowres trains on smaller images than 28x28)."""
+        return 1
+
 
 def _check_dropout(dropout: float) -> None:
     require(0.0 <= dropout < 1.0, f"model.dropout must be in [0, 1), got {dropout}")
@@ -38,6 +42,9 @@ class MLPConfig(ModelConfig):
         super().__post_init__()
         require(all(h >= 1 for h in self.hidden), f"model.hidden widths must be >= 1, got {self.hidden}")
         _check_dropout(self.dropout)
+
+    def smallest_side(self) -> int:
+        return 28  # its first layer is sized for 28x28 pixels
 
 
 @dataclass
@@ -56,6 +63,11 @@ class VGGConfig(ModelConfig):
         require(len(self.channels) <= 4, f"model.channels: at most 4 stages fit 28x28 input, got {self.channels}")
         require(self.first_convs in (1, 2), f"model.first_convs must be 1 or 2 conv layers, got {self.first_convs}")
         _check_dropout(self.dropout)
+
+    def smallest_side(self) -> int:
+        # the head is sized for the map that 28x28 leaves after the pools; a smaller image must leave the same one
+        stages = len(self.channels)
+        return (28 >> stages) << stages
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Batched tensor transforms: uint8 images (B, 28, 28) in, normalized floats (B, 1, 28, 28) out.
 
 Augmentations run on the whole batch at once, on the batch's device, and draw their randomness
-from an explicit generator. They apply to training batches only.
+from an explicit generator. They apply to training batches only, and see how far training has come
+(`progress`, 0 to 1), which `lowres` uses: smaller images early on, 28x28 from `until` on.
 """
 
 import math
@@ -45,6 +46,16 @@ class RotateConfig:
 
 
 @dataclass
+class LowResConfig:
+    side: int = 20  # progressive resizing: training images scaled down to side x side ...
+    until: float = 0.5  # ... for this share of training (by steps), 28x28 after it; evaluation is always at 28x28
+
+    def __post_init__(self):
+        require(8 <= self.side < 28, f"transform.lowres.side must be in 8..27 pixels, got {self.side}")
+        require(0.0 < self.until < 1.0, f"transform.lowres.until must be in (0, 1): the last part of training is at 28x28, got {self.until}")
+
+
+@dataclass
 class EraseConfig:
     p: float = 0.5  # probability that a random rectangle of the image is replaced by noise
     area: list[float] = field(default_factory=lambda: [0.02, 0.25])  # the rectangle's share of the image, [min, max]
@@ -72,6 +83,7 @@ class TransformConfig:
     crop: CropConfig = field(default_factory=CropConfig)
     rotate: RotateConfig = field(default_factory=RotateConfig)
     erase: EraseConfig = field(default_factory=EraseConfig)
+    lowres: LowResConfig = field(default_factory=LowResConfig)
     eval_flip: bool = False  # test-time augmentation: average the logits of each image and its mirror
 
     def __post_init__(self):
@@ -95,13 +107,13 @@ def _uniform(n: int, generator: torch.Generator, device) -> torch.Tensor:
 
 
 @AUGMENTATIONS.register("flip", FlipConfig)
-def random_flip(images: torch.Tensor, generator: torch.Generator, cfg: FlipConfig) -> torch.Tensor:
+def random_flip(images: torch.Tensor, generator: torch.Generator, cfg: FlipConfig, progress: float = 1.0) -> torch.Tensor:
     flip = _uniform(len(images), generator, images.device) < cfg.p
     return torch.where(flip[:, None, None], images.flip(-1), images)
 
 
 @AUGMENTATIONS.register("crop", CropConfig)
-def random_crop(images: torch.Tensor, generator: torch.Generator, cfg: CropConfig) -> torch.Tensor:
+def random_crop(images: torch.Tensor, generator: torch.Generator, cfg: CropConfig, progress: float = 1.0) -> torch.Tensor:
     pad = cfg.padding
     if pad == 0:
         return images
@@ -116,7 +128,7 @@ def random_crop(images: torch.Tensor, generator: torch.Generator, cfg: CropConfi
 
 
 @AUGMENTATIONS.register("rotate", RotateConfig)
-def random_rotate(images: torch.Tensor, generator: torch.Generator, cfg: RotateConfig) -> torch.Tensor:
+def random_rotate(images: torch.Tensor, generator: torch.Generator, cfg: RotateConfig, progress: float = 1.0) -> torch.Tensor:
     n = len(images)
     angles = (2 * _uniform(n, generator, images.device) - 1) * math.radians(cfg.degrees)
     cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
@@ -126,7 +138,7 @@ def random_rotate(images: torch.Tensor, generator: torch.Generator, cfg: RotateC
 
 
 @AUGMENTATIONS.register("erase", EraseConfig)
-def random_erase(images: torch.Tensor, generator: torch.Generator, cfg: EraseConfig) -> torch.Tensor:
+def random_erase(images: torch.Tensor, generator: torch.Generator, cfg: EraseConfig, progress: float = 1.0) -> torch.Tensor:
     # Random erasing (Zhong et al., 2017): a rectangle of random area and aspect ratio, at a random
     # place, filled with uniform noise; built as one mask for the whole batch.
     n, height, width = images.shape
@@ -148,6 +160,15 @@ def random_erase(images: torch.Tensor, generator: torch.Generator, cfg: EraseCon
     return torch.where(mask, noise, images)
 
 
+@AUGMENTATIONS.register("lowres", LowResConfig)
+def low_resolution(images: torch.Tensor, generator: torch.Generator, cfg: LowResConfig, progress: float = 1.0) -> torch.Tensor:
+    # Early steps at a lower resolution cost a fraction of the arithmetic; the last part at 28x28 fits the filters to the
+    # scale they are evaluated at. Antialiased bilinear, so no pixel is simply dropped.
+    if progress >= cfg.until:
+        return images
+    return F.interpolate(images[:, None], size=(cfg.side, cfg.side), mode="bilinear", antialias=True, align_corners=False)[:, 0]
+
+
 class BatchTransform:
     """Turns uint8 batches into model input: `train` augments, `eval` only normalizes."""
 
@@ -155,10 +176,11 @@ class BatchTransform:
         self.cfg = cfg
         self.augmentations = [(AUGMENTATIONS.get(name), getattr(cfg, name)) for name in cfg.augment]
 
-    def train(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def train(self, images: torch.Tensor, generator: torch.Generator, progress: float = 1.0) -> torch.Tensor:
+        """`progress`: the share of training done before this batch (0 to 1)."""
         x = images.float().div_(255.0)
         for augment, settings in self.augmentations:
-            x = augment(x, generator, settings)
+            x = augment(x, generator, settings, progress)
         return self._normalize(x)
 
     def eval(self, images: torch.Tensor) -> torch.Tensor:

@@ -88,6 +88,20 @@ def test_bad_values_are_refused_with_one_sentence(override, message):
 
 
 @pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model=mlp", "transform=lowres"], "transform.lowres.side=20: model=mlp as configured takes images of 28x28 or more"),
+        (["model=vgg", "transform=lowres"], "model=vgg as configured takes images of 24x24 or more; use a side of at least 24"),
+    ],
+)
+def test_a_lowres_side_the_model_cannot_take_is_refused_before_any_run(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_config(overrides))
+    assert validate(compose_config(["model=vgg", "model.channels=[8,16,32,64]", "transform=lowres"])).transform.lowres.side == 20
+    assert validate(compose_config(["model=resnet18", "transform=lowres", "transform.lowres.side=12"])).transform.lowres.side == 12
+
+
+@pytest.mark.parametrize(
     "override,cause,message",
     [
         ("optimizer.lr=fast", ValidationError, "'fast' of type 'str' could not be converted to Float"),

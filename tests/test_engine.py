@@ -8,7 +8,7 @@ from fmnist.data import Split
 from fmnist.engine import evaluate, train_epoch
 from fmnist.losses import CrossEntropyConfig, build_loss
 from fmnist.models import MODELS, build_model
-from fmnist.transforms import TransformConfig, build_transform
+from fmnist.transforms import LowResConfig, TransformConfig, build_transform
 
 
 def tiny_split(n: int = 64, seed: int = 0) -> Split:
@@ -69,3 +69,16 @@ def test_fp32_leaves_everything_in_float32():
     model[-1].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     evaluate(model, tiny_split(), build_transform(TransformConfig()), build_loss(CrossEntropyConfig()), precision="fp32")
     assert seen == [torch.float32]
+
+
+def test_train_epoch_tells_the_transform_how_far_training_has_come():
+    torch.manual_seed(0)
+    model = build_model(MODELS.schema("vgg")(channels=[4, 4, 4, 4]))
+    sides = []
+    model[0].register_forward_hook(lambda module, args, out: sides.append(args[0].shape[-1]))
+    transform = build_transform(TransformConfig(augment=["lowres"], lowres=LowResConfig(side=16, until=0.75)))
+    optimizer, generator = torch.optim.SGD(model.parameters(), lr=0.01), torch.Generator().manual_seed(0)
+    for epoch in (1, 2):  # 2 epochs of 4 steps: steps 0-5 lie before 75% of training, 6-7 from it
+        train_epoch(model, optimizer, build_loss(CrossEntropyConfig()), transform, tiny_split(64), 16, generator, lambda e: None, epoch,
+                    False, epochs=2)
+    assert sides == [16] * 6 + [28] * 2

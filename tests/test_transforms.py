@@ -9,6 +9,7 @@ from fmnist.transforms import (
     CropConfig,
     EraseConfig,
     FlipConfig,
+    LowResConfig,
     RotateConfig,
     TransformConfig,
     build_transform,
@@ -36,8 +37,8 @@ def test_eval_only_normalizes(images):
     torch.testing.assert_close(denormalize(out), images.float(), atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("name", AUGMENTATIONS.names())
-def test_every_augmentation_keeps_shape_and_is_reproducible_from_its_generator(name, images):
+@pytest.mark.parametrize("name", [n for n in AUGMENTATIONS.names() if n != "lowres"])  # lowres draws nothing: below
+def test_every_random_augmentation_keeps_shape_and_is_reproducible_from_its_generator(name, images):
     transform = build_transform(TransformConfig(augment=[name]))
     a, b = transform.train(images, gen(1)), transform.train(images, gen(1))
     assert a.shape == (8, 1, 28, 28)
@@ -103,7 +104,7 @@ def test_bad_erase_area_is_refused():
 
 
 def test_unknown_augmentation_is_refused():
-    with pytest.raises(ConfigError, match="unknown augmentation 'flop'; choose one of: crop, erase, flip, rotate"):
+    with pytest.raises(ConfigError, match="unknown augmentation 'flop'; choose one of: crop, erase, flip, lowres, rotate"):
         TransformConfig(augment=["flop"])
 
 
@@ -118,3 +119,20 @@ def test_settings_of_an_augmentation_that_is_not_applied_are_refused():
 def test_every_augmentation_has_settings_of_its_own_with_defaults(name):
     schema = AUGMENTATIONS.schema(name)
     assert isinstance(getattr(TransformConfig(augment=[name]), name), schema)
+
+
+def test_lowres_trains_on_smaller_images_until_its_share_of_training_then_on_28x28(images):
+    transform = build_transform(TransformConfig(augment=["flip", "lowres"], flip=FlipConfig(p=0.0), lowres=LowResConfig(side=20, until=0.4)))
+    early, edge, late = (transform.train(images, gen(), progress) for progress in (0.0, 0.39, 0.4))
+    assert early.shape == edge.shape == (8, 1, 20, 20) and late.shape == (8, 1, 28, 28)
+    torch.testing.assert_close(denormalize(late), images.float(), atol=1e-3, rtol=0)  # from `until` on: untouched
+    flat = build_transform(TransformConfig(augment=["lowres"])).train(torch.full((2, 28, 28), 200, dtype=torch.uint8), gen(), 0.0)
+    torch.testing.assert_close(denormalize(flat), torch.full((2, 20, 20), 200.0), atol=1e-3, rtol=0)  # a scaling: no pixel invented
+    assert transform.eval(images).shape == (8, 1, 28, 28)  # evaluation never scales
+
+
+@pytest.mark.parametrize("kwargs,message", [({"side": 28}, "transform.lowres.side must be in 8..27"),
+                                            ({"until": 1.0}, r"transform.lowres.until must be in \(0, 1\)")])
+def test_bad_lowres_values_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        LowResConfig(**kwargs)
