@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from fmnist.data import Split
-from fmnist.engine import evaluate, train_epoch
+from fmnist.data import Dataset, Split
+from fmnist.engine import evaluate, fit, train_epoch
 from fmnist.losses import CrossEntropyConfig, build_loss
 from fmnist.models import MODELS, build_model
 from fmnist.transforms import LowResConfig, TransformConfig, build_transform
@@ -71,14 +71,14 @@ def test_fp32_leaves_everything_in_float32():
     assert seen == [torch.float32]
 
 
-def test_train_epoch_tells_the_transform_how_far_training_has_come():
+def test_training_tells_the_transform_how_far_it_has_come_and_evaluation_stays_at_28x28():
     torch.manual_seed(0)
     model = build_model(MODELS.schema("vgg")(channels=[4, 4, 4, 4]))
     sides = []
     model[0].register_forward_hook(lambda module, args, out: sides.append(args[0].shape[-1]))
     transform = build_transform(TransformConfig(augment=["lowres"], lowres=LowResConfig(side=16, until=0.75)))
-    optimizer, generator = torch.optim.SGD(model.parameters(), lr=0.01), torch.Generator().manual_seed(0)
-    for epoch in (1, 2):  # 2 epochs of 4 steps: steps 0-5 lie before 75% of training, 6-7 from it
-        train_epoch(model, optimizer, build_loss(CrossEntropyConfig()), transform, tiny_split(64), 16, generator, lambda e: None, epoch,
-                    False, epochs=2)
-    assert sides == [16] * 6 + [28] * 2
+    data = Dataset(tiny_split(64), tiny_split(16, seed=1), tiny_split(16, seed=2))
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.01), build_loss(CrossEntropyConfig()), lambda elapsed: 0.01, transform, data,
+        epochs=2, batch_size=16, generator=torch.Generator().manual_seed(0), progress=False)
+    # 2 epochs of 4 steps: steps 0-5 lie before 75% of training, 6-7 from it; each epoch ends with one validation batch
+    assert sides == [16] * 4 + [28] + [16] * 2 + [28] * 2 + [28]
