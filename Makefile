@@ -12,5 +12,9 @@ baseline: setup
 test: setup
 	$(VENV_PY) -m pytest -m "not slow and not cluster"
 
+# test-all: everything but the cluster on two pytest workers (most slow tests wait on one single-threaded subprocess),
+# one torch thread each (two 2-thread torch processes on 2 cores slow each other many times over); then the cluster
+# tests one at a time, as they share the local cluster's one node.
 test-all: setup
-	$(VENV_PY) -m pytest --durations=40
+	OMP_NUM_THREADS=1 $(VENV_PY) -m pytest -n 2 --dist worksteal -m "not cluster" --durations=40
+	$(VENV_PY) -m pytest -m cluster --durations=10
