@@ -116,3 +116,17 @@ def test_flop_rate_counts_the_models_and_reads_each_throughput_files_class(tmp_p
     assert len(rows) == 2 and not any("bf16 +" in r for r in rows)  # only fp32 loops are rated
     expected = 500 * resnet / (1000 * vgg)
     assert rows[1].endswith(f"| {expected:.2f}x |") and rows[0].endswith("| 1.00x |")
+
+
+@pytest.mark.slow
+def test_compile_times_eager_and_compiled_runs_of_a_preset_in_turns(tmp_path, real_data_root):
+    bench("compile.py", "--preset", "tiny", "--epochs", "2", "--rounds", "1", "--out", str(tmp_path), cwd=tmp_path)
+    text = (tmp_path / "compile_tiny.md").read_text()
+    assert "python benchmarks/compile.py --preset tiny --epochs 2 --rounds 1 --out" in text and "processor class: " in text
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith(("| eager |", "| compiled |"))]
+    assert [(way.strip(), round_.strip()) for way, round_, *_ in rows] == [("eager", "1"), ("compiled", "1")]
+    for _, _, whole, first, later in rows:
+        assert float(whole) > float(first) > 0 and float(later) > 0  # the command holds its epochs; one later epoch each
+    assert "compiled / eager: " in text
+    refused = subprocess.run([sys.executable, str(BENCH / "compile.py"), "--epochs", "1"], capture_output=True, text=True, cwd=tmp_path)
+    assert refused.returncode == 2 and "--epochs must be >= 2" in refused.stderr
