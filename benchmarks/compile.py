@@ -21,7 +21,7 @@ from pathlib import Path
 
 import machine
 
-EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+ .* ([0-9.]+)s$", re.MULTILINE)
+EPOCH_LINE = re.compile(r"^epoch \d+/\d+ .* ([0-9.]+)s$", re.MULTILINE)
 WAYS = {"eager": "compile=false", "compiled": "compile=true"}
 
 
@@ -35,7 +35,7 @@ def one_run(preset: str, want: int, way: str, seed: int, work: Path) -> tuple[fl
     whole = time.perf_counter() - start
     if done.returncode:
         sys.exit(f"the {way} run failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
-    epochs = [float(seconds) for _, seconds in EPOCH_LINE.findall(done.stderr)]
+    epochs = [float(seconds) for seconds in EPOCH_LINE.findall(done.stderr)]
     if len(epochs) != want:
         sys.exit(f"the {way} run printed {len(epochs)} epochs, not {want} (skipped as done before?):\n{done.stderr[-2000:]}")
     return whole, epochs
