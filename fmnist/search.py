@@ -214,8 +214,11 @@ def pruner(search: SearchConfig):
     return optuna.pruners.NopPruner()
 
 
-def suggest(trial, params: dict[str, Param]) -> dict[str, object]:
-    """A trial's values for the searched settings."""
+def suggest(study, trial, params: dict[str, Param]) -> dict[str, object]:
+    """A trial's values for the searched settings: those it holds, and any it lacks drawn now (a search killed between
+    asking for a trial and drawing its values leaves it running with some or none of them)."""
+    if not isinstance(trial, _optuna().trial.Trial):
+        trial = _optuna().trial.Trial(study, trial._trial_id)
     values = {}
     for key, p in params.items():
         if p.type == "choice":

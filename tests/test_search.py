@@ -23,7 +23,7 @@ from fmnist.errors import ConfigError
 from fmnist.job import dataset
 from fmnist.report.search_table import Searched, Trial, merged, param_importances, read_trials, search_report
 from fmnist.results import Studied, export_files, read_export
-from fmnist.search import Pruned, Sampler, SearchConfig, TrialReporter, learn, study_name
+from fmnist.search import Pruned, Sampler, SearchConfig, TrialReporter, learn, study_name, suggest
 from tests.conftest import cli, is_parent, runs_of, store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +64,10 @@ def test_a_search_killed_mid_trial_ends_at_its_count_with_every_trial_once(tmp_p
     first.wait()
     left = optuna_trials(tmp_path)
     assert any(t.state == optuna.trial.TrialState.RUNNING for t in left), "the kill did not land mid-search"
+    assert len(left) <= 3, [t.number for t in left]
+    # Where the kill lands by chance, it may also fall between asking for a trial and drawing its values: make sure it does.
+    (name,) = optuna.get_all_study_names(f"sqlite:///{tmp_path / 'optuna.db'}")
+    optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").ask()
 
     again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -209,6 +213,24 @@ def test_a_trial_projected_past_its_time_budget_is_pruned_and_one_within_it_goes
         later.report(2, 0.9, 54.0)  # 24 s an epoch after the first: 54 + 2 x 24 = 102 s
     with pytest.raises(Pruned, match=r"pruned after epoch 1: its 4 epochs would train for about 128 s, over search.trial_seconds=100"):
         over.report(1, 0.9, 32.0)  # past the budget by more than a first epoch's one-time costs; the better score does not save it
+
+
+def test_a_trial_left_running_before_or_while_drawing_its_values_gets_them_all_and_keeps_those_it_had(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    params = {"optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+              "transform": {"type": "choice", "choices": ["normalize", "flip"]}}
+    search = SearchConfig(name="s", params=params)
+    study = optuna.create_study(study_name="killed", storage=storage, direction="maximize")
+    study.ask()  # a search killed between asking for the trial and drawing any value
+    study.ask().suggest_float("optimizer.lr", 1e-3, 1e-2, log=True)  # ... and one killed between two draws
+    again = optuna.load_study(study_name="killed", storage=storage)  # the command run again: what the store kept
+    none, part = again.get_trials(deepcopy=False)
+    had = part.params["optimizer.lr"]
+    for left in (none, part):
+        values = suggest(again, left, search.params)
+        assert set(values) == set(params)  # every searched setting becomes an override: none falls back to its default
+        assert again.get_trials()[left.number].params == values  # what Optuna learns from is what the job trains
+    assert again.get_trials()[1].params["optimizer.lr"] == had  # a value already drawn is kept, not drawn again
 
 
 def test_importances_read_int_and_list_choices_from_the_override_text_a_trial_keeps():
