@@ -53,6 +53,10 @@ class VGGConfig(ModelConfig):
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # width of each stage
     first_convs: int = 2  # conv layers of the first stage, at the full 28x28 (1: half its arithmetic and memory traffic)
     dropout: float = 0.2  # in the classifier head
+    # A 2x2 pool on an odd side drops its last row and column (7 -> 3, 3 -> 1: 4 of the last stage's 9 values reach the
+    # head). pool_ceil keeps them (7 -> 4); global_pool ends the last stage in a max over its whole map instead.
+    pool_ceil: bool = False
+    global_pool: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -66,8 +70,15 @@ class VGGConfig(ModelConfig):
 
     def smallest_side(self) -> int:
         # the head is sized for the map that 28x28 leaves after the pools; a smaller image must leave the same one
-        stages = len(self.channels)
-        return (28 >> stages) << stages
+        return next(side for side in range(1, 29) if self.head_side(side) == self.head_side(28))
+
+    def head_side(self, side: int) -> int:
+        """The side of the map an image of `side` pixels leaves the head (0: too small to pool)."""
+        for stage in range(len(self.channels)):
+            if self.global_pool and stage == len(self.channels) - 1:
+                return min(side, 1)
+            side = -(-side // 2) if self.pool_ceil else side // 2
+        return side
 
 
 @dataclass
@@ -102,11 +113,13 @@ def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
 def vgg(cfg: VGGConfig) -> nn.Module:
     # VGG pattern sized for 28x28: two 3x3 conv-BN-ReLU layers per stage (the first stage: first_convs), then 2x2 max-pool.
     layers: list[nn.Module] = []
-    c_in, side = 1, 28
+    c_in = 1
     for stage, width in enumerate(cfg.channels):
         second = _conv_bn_relu(width, width) if stage or cfg.first_convs == 2 else []
-        layers += _conv_bn_relu(c_in, width) + second + [nn.MaxPool2d(2)]
-        c_in, side = width, side // 2
+        last = cfg.global_pool and stage == len(cfg.channels) - 1
+        layers += _conv_bn_relu(c_in, width) + second + [nn.AdaptiveMaxPool2d(1) if last else nn.MaxPool2d(2, ceil_mode=cfg.pool_ceil)]
+        c_in = width
+    side = cfg.head_side(28)
     head = [
         nn.Flatten(),
         nn.Linear(c_in * side * side, 256),

@@ -252,11 +252,14 @@ def test_a_setting_added_later_leaves_the_fingerprints_of_earlier_runs_alone_at_
     assert fingerprint({k: v for k, v in spec.values.items() if k != "ema"}) == spec.fingerprint  # a run made before `ema` existed
     assert tiny(shared, "fingerprints", "ema=0.5").fingerprint != spec.fingerprint
     vgg = run_spec(compose_config(["model=vgg"]))
-    before = vgg.values | {"model": {k: v for k, v in vgg.values["model"].items() if k != "first_convs"}}
-    assert fingerprint(before) == vgg.fingerprint  # a VGG run made before `model.first_convs` existed
-    assert run_spec(compose_config(["model=vgg", "model.first_convs=1"])).fingerprint != vgg.fingerprint
+    added = ("first_convs", "pool_ceil", "global_pool")
+    before = vgg.values | {"model": {k: v for k, v in vgg.values["model"].items() if k not in added}}
+    assert fingerprint(before) == vgg.fingerprint  # a VGG run made before `model.first_convs` and the pool settings existed
+    for changed in ("model.first_convs=1", "model.pool_ceil=true", "model.global_pool=true"):
+        assert run_spec(compose_config(["model=vgg", changed])).fingerprint != vgg.fingerprint
     # read back, an old run's params show the value it computed with, where the setting applies
-    assert as_computed({"model.name": "vgg"}) == {"model.name": "vgg", "model.first_convs": "2", "ema": "0.0"}
+    assert as_computed({"model.name": "vgg"}) == {"model.name": "vgg", "model.first_convs": "2", "model.pool_ceil": "False",
+                                                  "model.global_pool": "False", "ema": "0.0"}
     assert as_computed({"model.name": "mlp", "ema": "0.9"}) == {"model.name": "mlp", "ema": "0.9"}
     assert as_computed({}) == {}  # a sweep's parent
 

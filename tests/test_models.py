@@ -47,6 +47,28 @@ def test_vgg_first_convs_sets_the_conv_layers_at_full_resolution_only():
     assert convs_at_28(build_model(VGGConfig(channels=[16, 32], first_convs=1))) == [28, 14, 14]
 
 
+def test_vgg_pools_that_keep_an_odd_maps_last_row_and_column_let_it_reach_the_head():
+    def reaching(model, stage_end: int):  # which rows and columns of a stage's output the loss depends on
+        seen = []
+        relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+        relus[stage_end].register_forward_hook(lambda m, inp, out: seen.append(out))
+        torch.manual_seed(0)
+        out = model(torch.randn(8, 1, 28, 28)).sum()
+        grad = torch.autograd.grad(out, seen[0])[0].abs().sum(dim=(0, 1))
+        return grad.sum(dim=1).nonzero().flatten().tolist(), grad.sum(dim=0).nonzero().flatten().tolist()
+
+    def net(**kw):
+        return build_model(VGGConfig(channels=[8, 8, 8, 8], first_convs=1, dropout=0.0, **kw))
+
+    # the last stage's map is 3x3 (its ReLU is the 7th), the third stage's 7x7 (the 5th)
+    assert reaching(net(), 6) == ([0, 1], [0, 1])  # a 2x2 pool on 3x3: its last row and column are computed for nothing
+    assert reaching(net(), 4) == (list(range(6)), list(range(6)))
+    assert reaching(net(global_pool=True), 6) == ([0, 1, 2], [0, 1, 2])
+    assert reaching(net(pool_ceil=True, global_pool=True), 4) == (list(range(7)), list(range(7)))
+    assert reaching(net(pool_ceil=True), 6) == ([0, 1, 2, 3], [0, 1, 2, 3])  # 7 -> 4 at the third pool, 4 -> 2 at the last
+    assert VGGConfig(channels=[8] * 4, pool_ceil=True).smallest_side() == 17  # transform.lowres must leave the head its 2x2
+
+
 def test_mlp_hidden_widths_are_used():
     model = build_model(MLPConfig(hidden=[7, 5]))
     widths = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -71,7 +93,7 @@ def test_bad_model_values_are_refused(schema, kwargs, message):
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_each_model_has_only_its_own_settings(name):
-    others = {"mlp": {"hidden", "dropout"}, "vgg": {"channels", "first_convs", "dropout"}, "resnet18": {"stem", "resize", "trim_taps"}}
+    others = {"mlp": {"hidden", "dropout"}, "vgg": {"channels", "first_convs", "dropout", "pool_ceil", "global_pool"}, "resnet18": {"stem", "resize", "trim_taps"}}
     fields = set(MODELS.schema(name).__dataclass_fields__) - {"name"}
     assert fields == others[name]
 
