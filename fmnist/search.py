@@ -214,11 +214,15 @@ def pruner(search: SearchConfig):
     return optuna.pruners.NopPruner()
 
 
+def live(study, trial):
+    """A trial that can still be written to: `trial` itself where it was asked here, else a handle on the stored one."""
+    return trial if isinstance(trial, _optuna().trial.Trial) else _optuna().trial.Trial(study, trial._trial_id)
+
+
 def suggest(study, trial, params: dict[str, Param]) -> dict[str, object]:
     """A trial's values for the searched settings: those it holds, and any it lacks drawn now (a search killed between
     asking for a trial and drawing its values leaves it running with some or none of them)."""
-    if not isinstance(trial, _optuna().trial.Trial):
-        trial = _optuna().trial.Trial(study, trial._trial_id)
+    trial = live(study, trial)
     values = {}
     for key, p in params.items():
         if p.type == "choice":

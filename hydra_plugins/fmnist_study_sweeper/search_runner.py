@@ -26,6 +26,7 @@ from fmnist.search import (
     as_overrides,
     confirmation_study,
     learn,
+    live,
     open_study,
     space_of,
     storage_url,
@@ -147,7 +148,7 @@ class SearchRunner:
             return False
         if not isinstance(outcome, TrialOutcome):
             return True
-        handle = trial if isinstance(trial, optuna.trial.Trial) else optuna.trial.Trial(study, trial._trial_id)
+        handle = live(study, trial)
         try:
             handle.set_user_attr(RUN_ATTR, outcome.run_id)  # the dashboard's trial names the MLflow run that trained it
         except optuna.exceptions.UpdateFinishedTrialError:
