@@ -18,8 +18,9 @@ NON_SEMANTIC = ("tracking", "device", "progress", "threads", "force", "checkpoin
 STUDY_SEMANTIC = ("study.readings", "study.test_at")
 # Settings added after runs were made, at the value those runs computed with: left out of the fingerprint there, so
 # earlier runs (and exports) still stand for the jobs they did.
-ADDED_LATER = {"ema": 0.0, "model.first_convs": 2, "model.pool_ceil": False, "model.global_pool": False}
-ADDED_TO = {key: ("model.name", "vgg") for key in ("model.first_convs", "model.pool_ceil", "model.global_pool")}  # the runs it applies to
+ADDED_LATER = {"ema": 0.0, "model.first_convs": 2, "model.pool_ceil": False, "model.global_pool": False,
+               "model.whiten": False}
+ADDED_TO = {key: ("model.name", "vgg") for key in ("model.first_convs", "model.pool_ceil", "model.global_pool", "model.whiten")}  # the runs it applies to
 # Within a cell, runs differ in their seed and in which cells they also stand for; nothing else.
 PER_RUN = ("seed", "study.readings")
 

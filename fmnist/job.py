@@ -16,11 +16,11 @@ from fmnist import checkpoint
 from fmnist.artifacts import write_artifacts, write_predictions
 from fmnist.bookkeeping import Bookkeeping, Launch, Skip, TrialOutcome, say
 from fmnist.config import Config, RunSpec
-from fmnist.data import DataConfig, Dataset, load_dataset, split_digest
+from fmnist.data import DataConfig, Dataset, Split, load_dataset, split_digest
 from fmnist.engine import EpochResult, Evaluation, evaluate, fit
 from fmnist.lease import Lease
 from fmnist.losses import build_loss
-from fmnist.models import build_model
+from fmnist.models import build_model, from_data
 from fmnist.optimizers import build_optimizer
 from fmnist.schedules import learning_rate
 from fmnist.search import Pruned, TrialReporter
@@ -147,10 +147,13 @@ class Parts:
         return self.averaged.module if self.averaged is not None else self.model
 
     @classmethod
-    def build(cls, settings: Config, device: torch.device) -> "Parts":
+    def build(cls, settings: Config, device: torch.device, train: Split | None = None) -> "Parts":
+        """`train`: the training images a whitened first layer is set from (a checkpoint's restore sets it otherwise)."""
         torch.manual_seed(settings.seed)  # model initialisation (and dropout) draw from the global generator
         layout = torch.channels_last if settings.channels_last else torch.preserve_format
         model = build_model(settings.model).to(device, memory_format=layout)
+        if train is not None:
+            from_data(model, settings.model, train.images)
         return cls(
             model,
             torch.compile(model) if settings.compile else model,
@@ -167,7 +170,7 @@ class Training:
 
     def __init__(self, spec: RunSpec, data: Dataset, device, run: TrackedRun, path: Path, fp: str, lease: Lease):
         self.settings, self.values, self.data, self.run_log, self.path, self.fp, self.lease = spec.settings, spec.values, data, run, path, fp, lease
-        self.parts = Parts.build(spec.settings, device)
+        self.parts = Parts.build(spec.settings, device, data.train)
         self.labels = data.test.labels.cpu()
         self.history: list[EpochResult] = []
         search = spec.settings.search

@@ -57,6 +57,9 @@ class VGGConfig(ModelConfig):
     # head). pool_ceil keeps them (7 -> 4); global_pool ends the last stage in a max over its whole map instead.
     pool_ceil: bool = False
     global_pool: bool = False
+    # The first conv's filters are the principal directions of the training images' 3x3 patches and their negatives,
+    # fixed (its batch norm then makes each one's output unit variance: the patches whitened); the rest is learned.
+    whiten: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -64,6 +67,9 @@ class VGGConfig(ModelConfig):
             len(self.channels) >= 1 and all(c >= 1 for c in self.channels),
             f"model.channels must be a non-empty list of widths >= 1, got {self.channels}",
         )
+        require(not self.whiten or self.channels[0] in range(2, 19, 2),
+                f"model.whiten needs an even first width of at most 18 (a 3x3 patch has 9 directions, each taken both ways), "
+                f"got {self.channels[0]}")
         require(len(self.channels) <= 4, f"model.channels: at most 4 stages fit 28x28 input, got {self.channels}")
         require(self.first_convs in (1, 2), f"model.first_convs must be 1 or 2 conv layers, got {self.first_convs}")
         _check_dropout(self.dropout)
@@ -119,6 +125,8 @@ def vgg(cfg: VGGConfig) -> nn.Module:
         last = cfg.global_pool and stage == len(cfg.channels) - 1
         layers += _conv_bn_relu(c_in, width) + second + [nn.AdaptiveMaxPool2d(1) if last else nn.MaxPool2d(2, ceil_mode=cfg.pool_ceil)]
         c_in = width
+    if cfg.whiten:
+        layers[0].weight.requires_grad_(False)  # set from the data by whiten(), before training
     side = cfg.head_side(28)
     head = [
         nn.Flatten(),
@@ -128,6 +136,20 @@ def vgg(cfg: VGGConfig) -> nn.Module:
         nn.Linear(256, NUM_CLASSES),
     ]
     return nn.Sequential(*layers, *head)
+
+
+def from_data(net: nn.Module, cfg: ModelConfig, images: torch.Tensor, sample: int = 5_000) -> None:
+    """What a model takes from the training images (N, 28, 28) before it trains: a whitened VGG's first conv (model.whiten)
+    gets as its 2k filters the k leading eigenvectors of the covariance of 3x3 patches of `sample` of them, and their
+    negatives (so a ReLU keeps both signs). Other models take nothing."""
+    if not (isinstance(cfg, VGGConfig) and cfg.whiten):
+        return
+    conv = net[0]
+    patches = F.unfold(images[:sample, None].float(), 3).transpose(1, 2).reshape(-1, 9)
+    _, vectors = torch.linalg.eigh(torch.cov(patches.T.double()))  # ascending eigenvalues
+    leading = vectors.flip(1)[:, : conv.out_channels // 2].T.to(conv.weight.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(torch.cat([leading, -leading]).reshape(conv.weight.shape))
 
 
 class Resize(nn.Module):

@@ -15,6 +15,7 @@ from fmnist.errors import UserError
 from fmnist.identity import as_computed, fingerprint
 from fmnist.job import Launch, train, warmed_ema
 from fmnist.ledger import RunFacts
+from fmnist.models import build_model, from_data
 from fmnist.optimizers import OPTIMIZERS
 from fmnist.schedules import SCHEDULES
 from tests.conftest import compose_config, facts, runs_of, write_tiny_fmnist
@@ -85,6 +86,31 @@ def test_resumed_equals_uninterrupted_bit_for_bit(shared, monkeypatch, tmp_path,
         assert history(uri, resumed, key) == history(uri, whole, key), key
     a, b = weights(uri, whole, tmp_path / "a"), weights(uri, resumed, tmp_path / "b")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_whitened_run_takes_its_first_layer_from_its_training_split_and_resumes_with_it(shared, monkeypatch, tmp_path):
+    root, data, uri = shared
+    overrides = ["model=vgg", "model.channels=[4,8]", "model.first_convs=1", "model.whiten=true", "schedule.epochs=2"]
+    launch = Launch(overrides, "s", tmp_path)
+
+    def spec(experiment: str) -> RunSpec:
+        return run_spec(compose_config([*overrides, "batch_size=16", "data.val_size=16", "data.verify=false", f"data.root={data}",
+                                        "progress=false", "threads=1", f"tracking.uri={uri}", f"tracking.experiment={experiment}",
+                                        f"checkpoint_dir={root / experiment}"]))
+    train(spec("whiten-whole"), launch)
+    with monkeypatch.context() as patch:
+        stop_after(patch, 1)
+        with pytest.raises(Terminated):
+            train(spec("whiten-resumed"), launch)
+    train(spec("whiten-resumed"), launch)
+    (whole,), (resumed,) = (runs_of(uri, name)[1] for name in ("whiten-whole", "whiten-resumed"))
+    a, b = weights(uri, whole, tmp_path / "a"), weights(uri, resumed, tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    settings = spec("whiten-whole").settings
+    expected = build_model(settings.model)
+    from_data(expected, settings.model, job.dataset(settings.data)[0].train.images)
+    assert torch.equal(a["0.weight"], expected[0].weight.detach())  # the training split's, untouched by two epochs
+    assert whole.data.params["model.whiten"] == "True"
 
 
 def test_a_transient_failure_keeps_the_checkpoint_and_the_next_attempt_resumes(shared, monkeypatch, tmp_path):
@@ -252,14 +278,16 @@ def test_a_setting_added_later_leaves_the_fingerprints_of_earlier_runs_alone_at_
     assert fingerprint({k: v for k, v in spec.values.items() if k != "ema"}) == spec.fingerprint  # a run made before `ema` existed
     assert tiny(shared, "fingerprints", "ema=0.5").fingerprint != spec.fingerprint
     vgg = run_spec(compose_config(["model=vgg"]))
-    added = ("first_convs", "pool_ceil", "global_pool")
+    added = ("first_convs", "pool_ceil", "global_pool", "whiten")
     before = vgg.values | {"model": {k: v for k, v in vgg.values["model"].items() if k not in added}}
     assert fingerprint(before) == vgg.fingerprint  # a VGG run made before `model.first_convs` and the pool settings existed
     for changed in ("model.first_convs=1", "model.pool_ceil=true", "model.global_pool=true"):
         assert run_spec(compose_config(["model=vgg", changed])).fingerprint != vgg.fingerprint
+    narrow = ["model=vgg", "model.channels=[16,32]"]  # whitening takes a first stage of at most 18
+    assert run_spec(compose_config([*narrow, "model.whiten=true"])).fingerprint != run_spec(compose_config(narrow)).fingerprint
     # read back, an old run's params show the value it computed with, where the setting applies
     assert as_computed({"model.name": "vgg"}) == {"model.name": "vgg", "model.first_convs": "2", "model.pool_ceil": "False",
-                                                  "model.global_pool": "False", "ema": "0.0"}
+                                                  "model.global_pool": "False", "model.whiten": "False", "ema": "0.0"}
     assert as_computed({"model.name": "mlp", "ema": "0.9"}) == {"model.name": "mlp", "ema": "0.9"}
     assert as_computed({}) == {}  # a sweep's parent
 

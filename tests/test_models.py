@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fmnist.errors import ConfigError
-from fmnist.models import MODELS, MLPConfig, ModelConfig, ResNet18Config, TrimmedConv, VGGConfig, build_model
+from fmnist.models import MODELS, MLPConfig, ModelConfig, ResNet18Config, TrimmedConv, VGGConfig, build_model, from_data
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -69,6 +69,28 @@ def test_vgg_pools_that_keep_an_odd_maps_last_row_and_column_let_it_reach_the_he
     assert VGGConfig(channels=[8] * 4, pool_ceil=True).smallest_side() == 17  # transform.lowres must leave the head its 2x2
 
 
+def test_a_whitened_vgg_starts_from_its_patches_principal_directions_both_ways_and_never_trains_them():
+    torch.manual_seed(0)
+    images = (torch.rand(64, 28, 28).cumsum(dim=2) * 9).to(torch.uint8)  # horizontal ramps: neighbouring pixels correlate
+    net = build_model(VGGConfig(channels=[8, 16], whiten=True))
+    from_data(net, VGGConfig(channels=[8, 16], whiten=True), images)
+    w = net[0].weight.detach().flatten(1)
+    assert torch.equal(w[:4], -w[4:])  # each direction and its negative: a ReLU passes both signs
+    assert torch.allclose(w[:4] @ w[:4].T, torch.eye(4), atol=1e-5)
+    out = torch.nn.functional.conv2d(images[:, None].float(), net[0].weight[:4]).transpose(0, 1).flatten(1)
+    cov = torch.cov(out.double())
+    assert torch.all(cov.diagonal().diff() <= 0) and (cov - cov.diag().diag()).abs().max() < 1e-6 * cov[0, 0]  # uncorrelated, largest first
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    optimizer = torch.optim.AdamW(net.parameters(), lr=0.1, weight_decay=0.5)
+    net(images[:8, None].float()).sum().backward()
+    optimizer.step()
+    after = net.state_dict()
+    assert torch.equal(after["0.weight"], before["0.weight"]) and not torch.equal(after["3.weight"], before["3.weight"])
+    plain = build_model(VGGConfig(channels=[8, 16]))
+    from_data(plain, VGGConfig(channels=[8, 16]), images)  # takes nothing from the data: a learned first conv
+    assert plain[0].weight.requires_grad
+
+
 def test_mlp_hidden_widths_are_used():
     model = build_model(MLPConfig(hidden=[7, 5]))
     widths = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -84,6 +106,8 @@ def test_mlp_hidden_widths_are_used():
         (MLPConfig, {"dropout": 1.0}, "model.dropout"),
         (VGGConfig, {"channels": [8] * 5}, "at most 4 stages"),
         (VGGConfig, {"first_convs": 3}, "model.first_convs must be 1 or 2"),
+        (VGGConfig, {"channels": [32, 64], "whiten": True}, "model.whiten needs an even first width of at most 18"),
+        (VGGConfig, {"channels": [15], "whiten": True}, "got 15"),
     ],
 )
 def test_bad_model_values_are_refused(schema, kwargs, message):
@@ -93,7 +117,7 @@ def test_bad_model_values_are_refused(schema, kwargs, message):
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_each_model_has_only_its_own_settings(name):
-    others = {"mlp": {"hidden", "dropout"}, "vgg": {"channels", "first_convs", "dropout", "pool_ceil", "global_pool"}, "resnet18": {"stem", "resize", "trim_taps"}}
+    others = {"mlp": {"hidden", "dropout"}, "vgg": {"channels", "first_convs", "dropout", "pool_ceil", "global_pool", "whiten"}, "resnet18": {"stem", "resize", "trim_taps"}}
     fields = set(MODELS.schema(name).__dataclass_fields__) - {"name"}
     assert fields == others[name]
 
