@@ -126,7 +126,7 @@ def vgg(cfg: VGGConfig) -> nn.Module:
         layers += _conv_bn_relu(c_in, width) + second + [nn.AdaptiveMaxPool2d(1) if last else nn.MaxPool2d(2, ceil_mode=cfg.pool_ceil)]
         c_in = width
     if cfg.whiten:
-        layers[0].weight.requires_grad_(False)  # set from the data by whiten(), before training
+        layers[0].weight.requires_grad_(False)  # fixed: from_data() sets it from the training images
     side = cfg.head_side(28)
     head = [
         nn.Flatten(),
