@@ -4,7 +4,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from fmnist.errors import require, require_choice
@@ -192,6 +191,7 @@ def trim_taps(net: nn.Module) -> None:
 
 @MODELS.register("resnet18", ResNet18Config)
 def resnet18(cfg: ResNet18Config) -> nn.Module:
+    import torchvision  # here, not at the top: importing it costs every command about 3 s (it pulls in torch._dynamo)
     net = torchvision.models.resnet18(weights=None, num_classes=NUM_CLASSES)
     if cfg.stem == "imagenet":
         net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
