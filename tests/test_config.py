@@ -33,7 +33,7 @@ def test_every_option_of_every_group_composes_and_validates(group, option):
         assert getattr(settings, group).name == option
 
 
-SEARCHED_WITH = {"best": ["experiment=best"], "fast": ["experiment=fast"], "fast_fp32": ["experiment=fast"], "fast2": ["experiment=fast"], "fast_fp32b": ["experiment=fast_fp32", "model.whiten=false"], "fast_fp32c": ["experiment=fast_fp32"], "fast_fp32d": ["experiment=fast_fp32", "transform.augment=[flip,lowres]"], "mlp_regularisation": ["model=mlp"]}  # the command each search file's header gives (fast_fp32d: with lowres applied, as in each of its trials, since its lowres settings are refused without it)
+SEARCHED_WITH = {"best": ["experiment=best"], "best_fp32": ["experiment=best_fp32"], "fast": ["experiment=fast"], "fast_fp32": ["experiment=fast"], "fast2": ["experiment=fast"], "fast_fp32b": ["experiment=fast_fp32", "model.whiten=false"], "fast_fp32c": ["experiment=fast_fp32"], "fast_fp32d": ["experiment=fast_fp32", "transform.augment=[flip,lowres]"], "mlp_regularisation": ["model=mlp"]}  # the command each search file's header gives (fast_fp32d: with lowres applied, as in each of its trials, since its lowres settings are refused without it)
 
 
 @pytest.mark.parametrize("name", options("search"))
