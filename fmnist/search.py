@@ -148,12 +148,22 @@ OBJECTIVE = "val/acc"  # what a trial scores: validation accuracy at its last ep
 RUN_ATTR = "mlflow_run_id"  # a trial's user attribute: the MLflow run that trained it (the run's tags hold the trial number)
 
 
+def sampler(search: SearchConfig, number: int = 0):
+    """The sampler that draws trial `number`'s values, seeded by the search's seed and that number (trial 0: the seed itself).
+
+    A trial's values are then a function of the seed, its number and the trials before it, whichever process asks for it: a
+    sampler seeded once per process would draw a continued search's next trial (or a second worker's first) as the first one
+    was drawn, and train it again."""
+    optuna, seed = _optuna(), (search.sampler.seed + 1_000_003 * number) % 2**32
+    if search.sampler.name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.sampler.startup_trials)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
 def open_study(search: SearchConfig, storage: str, name: str):
     """Create the Optuna study, or load it if a killed search left it (same name, same storage)."""
     optuna = _optuna()
-    sampler = (optuna.samplers.TPESampler(seed=search.sampler.seed, n_startup_trials=search.sampler.startup_trials)
-               if search.sampler.name == "tpe" else optuna.samplers.RandomSampler(seed=search.sampler.seed))
-    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner(search), direction="maximize",
+    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler(search), pruner=pruner(search), direction="maximize",
                                 load_if_exists=True)
     study.set_metric_names([OBJECTIVE])  # the Optuna dashboard shows it by name, not as "Objective 0"
     return study
@@ -219,12 +229,13 @@ def live(study, trial):
     return trial if isinstance(trial, _optuna().trial.Trial) else _optuna().trial.Trial(study, trial._trial_id)
 
 
-def suggest(study, trial, params: dict[str, Param]) -> dict[str, object]:
-    """A trial's values for the searched settings: those it holds, and any it lacks drawn now (a search killed between
-    asking for a trial and drawing its values leaves it running with some or none of them)."""
+def suggest(study, trial, search: SearchConfig) -> dict[str, object]:
+    """A trial's values for the searched settings: those it holds, and any it lacks drawn now by its own sampler (a search
+    killed between asking for a trial and drawing its values leaves it running with some or none of them)."""
     trial = live(study, trial)
+    study.sampler = sampler(search, trial.number)
     values = {}
-    for key, p in params.items():
+    for key, p in search.params.items():
         if p.type == "choice":
             values[key] = trial.suggest_categorical(key, list(p.choices))
         elif p.type == "int":

@@ -23,7 +23,7 @@ from fmnist.errors import ConfigError
 from fmnist.job import dataset
 from fmnist.report.search_table import Searched, Trial, merged, param_importances, read_trials, search_report
 from fmnist.results import Studied, export_files, read_export
-from fmnist.search import Pruned, Sampler, SearchConfig, TrialReporter, learn, study_name, suggest
+from fmnist.search import Pruned, Sampler, SearchConfig, TrialReporter, learn, open_study, study_name, suggest
 from tests.conftest import cli, is_parent, runs_of, store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,10 +227,26 @@ def test_a_trial_left_running_before_or_while_drawing_its_values_gets_them_all_a
     none, part = again.get_trials(deepcopy=False)
     had = part.params["optimizer.lr"]
     for left in (none, part):
-        values = suggest(again, left, search.params)
+        values = suggest(again, left, search)
         assert set(values) == set(params)  # every searched setting becomes an override: none falls back to its default
         assert again.get_trials()[left.number].params == values  # what Optuna learns from is what the job trains
     assert again.get_trials()[1].params["optimizer.lr"] == had  # a value already drawn is kept, not drawn again
+
+
+def test_a_trials_values_depend_on_its_number_not_on_which_process_asked_for_it(tmp_path):
+    search = SearchConfig(name="s", params={"optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+                                            "batch_size": {"type": "choice", "choices": [64, 128, 256, 512]}})
+
+    def drawn(storage: str, processes: list[int]) -> list[dict]:
+        values = []
+        for asks in processes:  # each "process" opens the stored study afresh, as a continued search or a second worker does
+            study = open_study(search, storage, "s-0")
+            values += [suggest(study, study.ask(), search) for _ in range(asks)]
+        return values
+
+    one = drawn(f"sqlite:///{tmp_path / 'one.db'}", [3])
+    assert len({json.dumps(v, sort_keys=True) for v in one}) == 3  # three trials, three draws
+    assert drawn(f"sqlite:///{tmp_path / 'three.db'}", [1, 1, 1]) == one  # killed and continued twice: the same trials, none repeated
 
 
 def test_importances_read_int_and_list_choices_from_the_override_text_a_trial_keeps():

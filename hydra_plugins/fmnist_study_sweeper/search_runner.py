@@ -107,7 +107,7 @@ class SearchRunner:
                 running = sum(t.state == States.RUNNING for t in trials)
                 wanted = min(self.parallel, self.search.trials - len(ended) - running)
                 batch = [study.ask() for _ in range(max(1, wanted))]
-            jobs = [[*self.combo, *self._trial_overrides(suggest(study, t, self.search.params), t.number)]
+            jobs = [[*self.combo, *self._trial_overrides(suggest(study, t, self.search), t.number)]
                     for t in batch]
             results = self.sweeper._launch_each(jobs, self.job_index)
             self.job_index += len(jobs)
