@@ -165,6 +165,7 @@ def test_a_search_continues_on_a_fresh_store_from_its_trials_export_and_a_foreig
     assert [t.number for t in after] == [0, 1, 2] and [t.params for t in after[:2]] == [t.params for t in before]
     assert [t.state for t in after[:2]] == [t.state for t in before] and [t.value for t in after[:2]] == [t.value for t in before]
     assert after[0].intermediate_values == before[0].intermediate_values  # the curves too: a pruner compares against them
+    assert after[2].params not in [t.params for t in before]  # drawn anew here, not the first trial's values again
     assert [int(r.data.tags["fmnist.trial"]) for r in trial_runs(store(second))] == [2]  # only the new trial trained here
     report.main(["--tracking-uri", store(second), "--out", str(second / "out"), "--export", str(second / "runs.csv")])
     both = tmp_path / "both"
