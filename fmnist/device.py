@@ -2,7 +2,9 @@
 
 bf16 halves the work of convolutions and matmuls where the processor has bfloat16 instructions (a CUDA
 GPU with bf16, a CPU with AVX-512-BF16 or AMX); elsewhere it is emulated and several times slower than
-fp32. `precision=auto` picks bf16 only where it is native. The checks are functions of their own so a
+fp32. `precision=auto` picks bf16 only where it is native and pays: an Intel CPU with AVX-512-BF16 but no
+AMX (or one whose AMX a virtual machine hides) has native bf16 convolutions that train slower than fp32
+(results/bench/no-amx/throughput.md), so it gets fp32 too. The checks are functions of their own so a
 test can give either answer (`CpuFacts`), and `FMNIST_CPU_BF16=0|1` overrides the CPU's for a whole
 process (a test's subprocess, or a user who knows better).
 """
@@ -34,9 +36,10 @@ class CpuFacts:
     capability: str  # torch.backends.cpu.get_cpu_capability(): AVX512, AVX2, ...
     native_bf16: bool
     capped: str = ""  # the variables holding the kernels below the hardware (an older class emulated on a newer CPU)
+    slow_bf16: bool = False  # native, yet slower than fp32: AVX-512-BF16 without AMX on an Intel CPU
 
     def describe(self) -> str:
-        bf16 = "native bf16" if self.native_bf16 else "bf16 emulated"
+        bf16 = "bf16 emulated" if not self.native_bf16 else "native bf16 without AMX" if self.slow_bf16 else "native bf16"
         return f"{self.capability}, {bf16}" + (f" (kernels capped: {self.capped})" if self.capped else "")
 
 
@@ -47,12 +50,23 @@ def cpu_facts() -> CpuFacts:
     if forced in ("0", "1"):
         return CpuFacts(capability, forced == "1", capped)
     try:
-        hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        amx = torch.cpu._is_amx_tile_supported()
+        hardware = torch.cpu._is_avx512_bf16_supported() or amx
         # oneDNN may be held below the hardware (ONEDNN_MAX_CPU_ISA); then it emulates bf16 too.
         allowed = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without these checks or without oneDNN
-        hardware = allowed = False
-    return CpuFacts(capability, bool(hardware and allowed), capped)
+        hardware = allowed = amx = False
+    native = bool(hardware and allowed)
+    return CpuFacts(capability, native, capped, slow_bf16=native and not amx and cpu_vendor() == "GenuineIntel")
+
+
+def cpu_vendor() -> str:
+    """The CPU's maker as Linux names it (GenuineIntel, AuthenticAMD); '' where /proc/cpuinfo does not say."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("vendor_id")), "")
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -92,8 +106,13 @@ def choose_precision(requested: str, device: torch.device, cpu: CpuFacts | None 
     cpu = cpu or cpu_facts()
     if requested == "bf16" and not cpu.native_bf16:
         return "bf16", "this CPU has no native bfloat16 instructions, so bf16 is emulated and slower than fp32 here (precision=auto picks fp32)"
+    if requested == "bf16" and cpu.slow_bf16:
+        return "bf16", "this CPU has AVX-512-BF16 but no AMX, where bf16 trains slower than fp32 (precision=auto picks fp32)"
     if requested != "auto":
         return requested, ""
+    if cpu.slow_bf16:
+        return "fp32", (f"this CPU ({cpu.capability}) has AVX-512-BF16 but no AMX, where bf16 convolutions train slower than "
+                        "fp32 (results/bench/no-amx/throughput.md)")
     if cpu.native_bf16:
         return "bf16", f"this CPU ({cpu.capability}) has native bfloat16 instructions (AVX-512-BF16 or AMX)"
     return "fp32", f"this CPU ({cpu.capability}) has no native bfloat16 instructions, where bf16 would be several times slower"
