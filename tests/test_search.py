@@ -2,6 +2,7 @@
 a SIGKILL mid-search and the same command again, two parallel workers, the report, the confirmation on
 fresh seeds, and the registered model scoring as its run did."""
 
+import csv
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from fmnist import report
 from fmnist.data import DataConfig
+from fmnist.device import cpu_facts
 from fmnist.errors import ConfigError
 from fmnist.job import dataset
 from fmnist.report.search_table import Searched, Trial, merged, param_importances, read_trials, search_report
@@ -170,7 +172,9 @@ def test_a_search_continues_on_a_fresh_store_from_its_trials_export_and_a_foreig
     report.main(["--tracking-uri", store(second), "--out", str(second / "out"), "--export", str(second / "runs.csv")])
     both = tmp_path / "both"
     report.main(["--from", str(exported), str(second / "runs_trials.json"), "--out", str(both)])
-    assert [row.split(",")[0] for row in (both / "mlp_regularisation_trials.csv").read_text().splitlines()[1:]] == ["0", "1", "2"]
+    rows = list(csv.DictReader((both / "mlp_regularisation_trials.csv").open()))
+    assert [row["trial"] for row in rows] == ["0", "1", "2"]
+    assert {row["processor"] for row in rows} == {cpu_facts().describe()}  # each trial names the class that trained it
 
     # An export of the same search with another space (here: a range changed since) trains nothing, in one sentence.
     foreign = json.loads(exported.read_text())
@@ -304,6 +308,7 @@ def test_a_search_reports_its_own_confirmation_only_beside_another_searchs_expor
     assert {r.study for r in studied.results} >= {"mlp_regularisation-confirm", "fast-confirm", "fast2-confirm"}
     text, _ = search_report(read_trials(folder / "mlp_trials.json"), studied, tmp_path, "mlp", "cmd")
     assert "for the 20 confirmation runs" in text  # 5 seeds of its baseline and 3 winners, none of fast's 10
+    assert "| not recorded |" in text  # an export made before trials kept their processor class reads, and says so
     winners = text.split("## The winners")[1]
     assert [line.split("|")[1].strip() for line in winners.splitlines() if re.match(r"\| \d+ \|", line)] == ["25", "28", "32"]
     text, _ = search_report(read_trials(folder / "fast_trials.json"), studied, tmp_path, "fast", "cmd")

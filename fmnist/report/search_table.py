@@ -34,6 +34,7 @@ class Trial:
     curve: list[float]  # val/acc per epoch run
     run_id: str
     seconds: float = 0.0  # training time of the epochs run
+    processor: str = ""  # the class of the host that trained it (a search continued elsewhere mixes them); "" in older exports
 
 
 @dataclass
@@ -70,7 +71,8 @@ def from_store(tracker: Tracker, runs: list[RunRecord]) -> Searched:
     study = next((r.facts.trial.optuna_study for r in trials if r.facts.trial.optuna_study), "")
     curves = tracker.histories([r.run_id for r in latest.values()], ("val/acc", "epoch/seconds"))
     return Searched(name, space, [Trial(n, _state(r), values_of(r), list(curves[r.run_id]["val/acc"].values()), r.run_id,
-                                        sum(curves[r.run_id]["epoch/seconds"].values())) for n, r in sorted(latest.items())], study)
+                                        sum(curves[r.run_id]["epoch/seconds"].values()), r.facts.processor or "") for n, r in sorted(latest.items())],
+                    study)
 
 
 def write_trials(searched: Searched, path: Path) -> Path:
@@ -94,7 +96,8 @@ def search_report(searched: Searched, studied: Studied, out_dir: Path, stem: str
     rows, history = [], []
     for t in searched.trials:
         rows.append({"trial": t.number, **{k: _short(t.values.get(k, "")) for k in keys}, "val/acc": f"{t.curve[-1]:.4f}" if t.curve else "—",
-                     "state": t.state, "epochs run": len(t.curve), "run": t.run_id[:8]})
+                     "state": t.state, "epochs run": len(t.curve), "training min": f"{t.seconds / 60:.1f}",
+                     "processor": t.processor or "not recorded", "run": t.run_id[:8]})
         history.append((t.number, t.curve[-1] if t.curve else None, t.state))
     files = [out_dir / f"{stem}_trials.md", out_dir / f"{stem}_trials.csv", out_dir / f"{stem}_history.png", out_dir / f"{stem}_importance.png"]
     write_csv(rows, files[1])
